@@ -1,0 +1,152 @@
+"""The shared part of every experiment config, and its validation.
+
+Experiment files under `configs/` start from `base_config()` and fill in the
+model, data and task sections, big_vision style: the config is code, every
+key exists before the command line overrides it, so a misspelt
+`--config.x=y` fails instead of being ignored.
+"""
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+from unetjax.errors import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults for everything but the model, data and task sections."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Filled in by each experiment: `name` picks the registry entry, the other
+  # keys are that entry's keyword arguments.
+  config.model = ml_collections.ConfigDict({"name": ""})
+  # data.train_examples=N trains on the first N training examples only.
+  config.data = ml_collections.ConfigDict({"name": "", "train_examples": 0})
+  config.task = ml_collections.ConfigDict({"name": ""})
+
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adam",
+      learning_rate=1e-3,
+      momentum=0.9,  # sgd only; 0 gives plain SGD
+      nesterov=False,  # sgd only
+      weight_decay=0.0,  # adamw decoupled decay, sgd L2 penalty
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip_norm=0.0,  # 0 disables clipping
+  ))
+  config.schedule = ml_collections.ConfigDict(dict(
+      name="constant",
+      gamma=0.1,  # step / multistep decay factor
+      step_size_epochs=1,  # step decay period, like torch's StepLR
+      milestones_epochs=(),  # multistep, like torch's MultiStepLR
+      max_learning_rate=1e-2,  # cyclical: optimizer.learning_rate is the base
+      half_cycle_steps=2000,  # cyclical: steps from base to max
+      warmup_steps=0,  # linear warm-up in front of any schedule
+      alpha=0.0,  # cosine: final learning rate as a fraction of the start
+  ))
+  config.augment = ml_collections.ConfigDict(dict(
+      crop_size=0,  # random square crops of this size; 0 keeps the image
+      flip=False,  # random horizontal and vertical flips
+      rot90=False,  # random multiples of 90 degrees
+      brightness=0.0,  # max additive change, images are in [0, 1]
+      contrast=0.0,  # max relative change of contrast
+  ))
+
+  config.batch_size = 16  # global, over all devices and processes
+  config.eval_batch_size = 32
+  # Train for num_steps, or for num_epochs when num_steps is 0.
+  config.num_steps = 1000
+  config.num_epochs = 0
+  config.log_every_steps = 50
+  config.eval_every_steps = 250  # also when checkpoints are written
+  config.keep_checkpoints = 2  # latest N, plus the best one
+  config.best_metric = "val/loss"
+  config.best_mode = "min"
+  config.num_sample_images = 6
+  config.dtype = "float32"  # compute dtype; bfloat16 on GPU/TPU
+  config.param_dtype = "float32"
+  return config
+
+
+_POSITIVE_INTS = ("batch_size", "eval_batch_size", "log_every_steps",
+                  "eval_every_steps", "keep_checkpoints")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Rejects values that would fail late or silently train something else."""
+  for key in _POSITIVE_INTS:
+    _check(config, key, lambda v: isinstance(v, int) and v > 0,
+           "a positive integer")
+  _check(config, "num_steps", lambda v: isinstance(v, int) and v >= 0,
+         "an integer >= 0")
+  _check(config, "num_epochs", lambda v: isinstance(v, int) and v >= 0,
+         "an integer >= 0")
+  if config.num_steps == 0 and config.num_epochs == 0:
+    raise ConfigError("num_steps and num_epochs are both 0; set one of them")
+  _check(config, "optimizer.learning_rate", lambda v: v > 0, "a number > 0")
+  _check(config, "best_mode", lambda v: v in ("min", "max"), "'min' or 'max'")
+  _check(config, "dtype", lambda v: v in _DTYPES, f"one of {_DTYPES}")
+  _check(config, "param_dtype", lambda v: v in _DTYPES, f"one of {_DTYPES}")
+  for section in ("model", "data", "task"):
+    _check(config, f"{section}.name", lambda v: isinstance(v, str) and v,
+           "a registered name")
+  _check(config, "data.train_examples", lambda v: isinstance(v, int) and v >= 0,
+         "an integer >= 0 (0 uses every training example)")
+  if config.best_metric.split("/")[0] not in ("train", "val"):
+    raise ConfigError(f"best_metric={config.best_metric!r}: expected "
+                      "'val/<metric>' or 'train/<metric>'")
+
+
+def _check(config, key: str, ok, expected: str) -> None:
+  value = lookup(config, key)
+  try:
+    good = ok(value)
+  except TypeError:
+    good = False
+  if not good:
+    raise ConfigError(f"config.{key}={value!r}: expected {expected}")
+
+
+def lookup(config: ml_collections.ConfigDict, dotted_key: str) -> Any:
+  value = config
+  for part in dotted_key.split("."):
+    value = value[part]
+  return value
+
+
+# Keys of a registry section that the trainer reads, not the registry entry.
+TRAINER_KEYS = ("name", "train_examples")
+
+
+def section_kwargs(section: ml_collections.ConfigDict) -> dict[str, Any]:
+  """A registry section's keyword arguments: all but the trainer's keys."""
+  return {k: v for k, v in section.to_dict().items()
+          if k not in TRAINER_KEYS}
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def load_saved(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with, as saved in its config.json."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ConfigError(f"{path} does not exist: is {workdir!r} a workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def flat_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}: what a config diff is reported in."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flat_items(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return flat

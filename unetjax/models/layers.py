@@ -1,0 +1,55 @@
+"""Layers shared by the models."""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from unetjax.errors import ConfigError
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """A `jax.nn` activation by name: 'relu', 'sigmoid', 'gelu', ..."""
+  if name not in ACTIVATIONS:
+    raise ConfigError(f"activation={name!r} is not a known activation; "
+                      f"expected one of {sorted(ACTIVATIONS)}")
+  return getattr(jax.nn, name)
+
+
+ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu",
+               "silu", "swish", "mish", "sigmoid", "tanh", "softplus",
+               "hard_tanh", "hard_sigmoid")
+
+
+class UpConv2x2(nnx.Module):
+  """A 2x2, stride-2 transposed convolution written as what it computes.
+
+  Each input pixel becomes a 2x2 output block: an einsum with the kernel and
+  a depth-to-space reshape. XLA's CPU backend lowers the gradient of
+  `nnx.ConvTranspose` to a dilated, reversed convolution that runs at a few
+  GFLOP/s; this form runs as a matmul. It equals `nnx.ConvTranspose(
+  kernel_size=(2, 2), strides=(2, 2), padding='VALID')` whose kernel is this
+  one flipped in both spatial axes (tests check it).
+  """
+
+  def __init__(self, in_features: int, out_features: int, *,
+               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    init = nnx.initializers.lecun_normal()
+    self.kernel = nnx.Param(
+        init(rngs.params(), (2, 2, in_features, out_features), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype))
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n, h, w, _ = x.shape
+    kernel = self.kernel[...].astype(self.dtype)
+    y = jnp.einsum("nhwc,ijco->nhiwjo", x.astype(self.dtype), kernel)
+    y = y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
+    return y + self.bias[...].astype(self.dtype)
+
+
+def center_crop(x: jax.Array, height: int, width: int) -> jax.Array:
+  """The central height x width window of an NHWC (or NHW) batch."""
+  top = (x.shape[1] - height) // 2
+  left = (x.shape[2] - width) // 2
+  return x[:, top:top + height, left:left + width]

@@ -1,0 +1,56 @@
+"""Data parallelism over every device of every process, with one code path.
+
+The batch is sharded along a 1-D mesh axis and the train state replicated;
+XLA inserts the gradient all-reduce (and the cross-device BatchNorm
+statistics), so 1 CPU, 8 GPUs or several hosts run the same jitted step.
+"""
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from unetjax.errors import ConfigError
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed() -> None:
+  """Joins a multi-process run when the launcher set the coordinator."""
+  if (os.environ.get("JAX_COORDINATOR_ADDRESS")
+      and not jax.distributed.is_initialized()):
+    jax.distributed.initialize()
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_batch_size(key: str, batch_size: int) -> None:
+  devices = jax.device_count()
+  if batch_size % devices:
+    raise ConfigError(f"config.{key}={batch_size} is not divisible by the "
+                      f"{devices} devices it is sharded over")
+
+
+def global_batch(local: dict[str, np.ndarray],
+                 sharding: NamedSharding) -> dict[str, jax.Array]:
+  """This process's rows of a batch -> one array sharded over all devices."""
+  return {key: jax.make_array_from_process_local_data(sharding, value)
+          for key, value in local.items()}
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """A (possibly sharded, multi-process) array gathered onto this host."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)

@@ -1,0 +1,66 @@
+"""The pictures a person looks at: learning curves and prediction grids."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+
+from unetjax import history
+
+
+def learning_curves(records: list[dict[str, float]], metrics: list[str],
+                    path: str, steps: tuple[int, int] | None = None,
+                    title: str = "") -> None:
+  """One panel per metric, train and val together, optionally a step range."""
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
+                           squeeze=False)
+  for ax, metric in zip(axes[0], metrics):
+    for split, style in (("train", "-"), ("val", "o-")):
+      x, y = history.series(records, f"{split}/{metric}")
+      if steps is not None:
+        keep = (x >= steps[0]) & (x <= steps[1])
+        x, y = x[keep], y[keep]
+      if len(x):
+        ax.plot(x, y, style, label=split, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_title(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+  if title:
+    fig.suptitle(title)
+  _save(fig, path)
+
+
+def segmentation_samples(images: np.ndarray, labels: np.ndarray,
+                         predictions: np.ndarray, scores: np.ndarray,
+                         path: str, score_name: str = "Dice",
+                         row_titles: list[str] | None = None) -> np.ndarray:
+  """Rows of image | label | prediction; returns the figure as RGB pixels."""
+  rows = len(images)
+  fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+  for i in range(rows):
+    image = images[i]
+    image = image[..., 0] if image.shape[-1] == 1 else image
+    panels = ((image, "image"), (labels[i], "label"),
+              (predictions[i], f"prediction, {score_name} {scores[i]:.3f}"))
+    for ax, (picture, name) in zip(axes[i], panels):
+      ax.imshow(picture, cmap="gray", vmin=0, vmax=1 if name != "label" else
+                max(1, int(labels.max())), interpolation="nearest")
+      ax.set_title(name if not row_titles else f"{row_titles[i]}: {name}",
+                   fontsize=8)
+      ax.axis("off")
+  return _save(fig, path)
+
+
+def _save(fig, path: str) -> np.ndarray:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fig.tight_layout()
+  fig.canvas.draw()
+  pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=100)
+  os.replace(tmp, path)
+  plt.close(fig)
+  return pixels

@@ -1,0 +1,124 @@
+"""Binary segmentation: one logit per pixel, sigmoid, BCE (+ soft Dice).
+
+Dice and IoU conventions: an image whose truth and prediction are both
+empty scores 1 (perfect agreement); one with an empty truth but a non-empty
+prediction scores 0. The same holds for the set-level scores.
+"""
+import flax
+import numpy as np
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics
+
+import os
+
+from unetjax import metrics as metrics_lib
+from unetjax import plots
+from unetjax.errors import ConfigError
+from unetjax.models.layers import center_crop
+
+
+@flax.struct.dataclass
+class BinarySegmentationMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Average.from_output("accuracy")
+  dice: metrics_lib.ratio_of_sums("dice_num", "dice_den")
+  dice_per_image: metrics.Average.from_output("dice_per_image")
+  iou: metrics_lib.ratio_of_sums("intersection", "union")
+
+
+class BinarySegmentation:
+  """Foreground (label 1) against background (label 0)."""
+
+  metrics_class = BinarySegmentationMetrics
+  num_outputs = 1
+  per_example_metric = "dice_per_image"
+
+  def __init__(self, *, info, dice_weight: float = 0.0,
+               pos_weight: float = 1.0):
+    if info.num_classes != 2:
+      raise ConfigError(
+          f"task.name='binary_segmentation' needs a dataset with 2 classes; "
+          f"data.name={info.name!r} has {info.num_classes}")
+    if dice_weight < 0 or pos_weight <= 0:
+      raise ConfigError(f"task.dice_weight={dice_weight} must be >= 0 and "
+                        f"task.pos_weight={pos_weight} > 0")
+    self.dice_weight = dice_weight
+    self.pos_weight = pos_weight
+
+  def inputs(self, batch):
+    return batch["image"]
+
+  def targets(self, logits, batch):
+    """Labels cropped to the logits (VALID-padded models output less)."""
+    labels = batch["label"]
+    return center_crop(labels, logits.shape[1], logits.shape[2])
+
+  def loss_and_outputs(self, logits, batch):
+    """Scalar training loss and the per-example metric outputs."""
+    logits = logits[..., 0].astype(jnp.float32)
+    truth = self.targets(logits, batch).astype(jnp.float32)
+    bce = optax.sigmoid_binary_cross_entropy(logits, truth)
+    bce = bce * jnp.where(truth > 0, self.pos_weight, 1.0)
+    per_example = bce.mean(axis=(1, 2))
+    if self.dice_weight:
+      per_example += self.dice_weight * soft_dice_loss(
+          jax.nn.sigmoid(logits), truth)
+    mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
+    loss = jnp.sum(per_example * mask) / jnp.maximum(mask.sum(), 1.0)
+    outputs = overlap_outputs(logits > 0, truth > 0)
+    outputs.update(loss=per_example, mask=mask)
+    return loss, outputs
+
+  def predict(self, logits):
+    """Foreground probability per pixel."""
+    return jax.nn.sigmoid(logits[..., 0].astype(jnp.float32))
+
+  def figures(self, batch, predictions, outputs, computed,
+              plots_dir) -> dict:
+    """samples.png: image | label | thresholded prediction, with Dice."""
+    del computed
+    predictions = predictions > 0.5
+    labels = np.stack([_crop(label, *predictions.shape[1:])
+                       for label in batch["label"]])
+    pixels = plots.segmentation_samples(
+        batch["image"], labels, predictions, outputs["dice_per_image"],
+        os.path.join(plots_dir, "samples.png"))
+    return {"samples": pixels}
+
+  def learning_curves(self, records, plots_dir) -> None:
+    plots.learning_curves(records, ["loss", "dice", "accuracy"],
+                          os.path.join(plots_dir, "learning_curves.png"))
+
+
+def _crop(label, height, width):
+  top = (label.shape[0] - height) // 2
+  left = (label.shape[1] - width) // 2
+  return label[top:top + height, left:left + width]
+
+
+def overlap_outputs(pred, truth) -> dict[str, jax.Array]:
+  """Per-example overlap counts behind accuracy, Dice and IoU."""
+  axes = tuple(range(1, pred.ndim))
+  pred = pred.astype(jnp.float32)
+  truth = truth.astype(jnp.float32)
+  intersection = jnp.sum(pred * truth, axis=axes)
+  sizes = jnp.sum(pred, axis=axes) + jnp.sum(truth, axis=axes)
+  return dict(
+      accuracy=jnp.mean(pred == truth, axis=axes),
+      dice_num=2 * intersection,
+      dice_den=sizes,
+      dice_per_image=jnp.where(sizes > 0, 2 * intersection /
+                               jnp.maximum(sizes, 1.0), 1.0),
+      intersection=intersection,
+      union=sizes - intersection,
+  )
+
+
+def soft_dice_loss(probs, truth, smooth: float = 1.0):
+  """1 - soft Dice per example; `smooth` keeps empty masks finite."""
+  axes = tuple(range(1, probs.ndim))
+  intersection = jnp.sum(probs * truth, axis=axes)
+  sizes = jnp.sum(probs, axis=axes) + jnp.sum(truth, axis=axes)
+  return 1.0 - (2 * intersection + smooth) / (sizes + smooth)

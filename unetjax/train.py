@@ -1,0 +1,335 @@
+"""Training and evaluation: config in, checkpoints, logs and plots out.
+
+The hot loop runs one jitted step per batch on a split NNX state
+(`nnx.split` once, `nnx.merge` inside the traced function): no Python graph
+walking per step, no host sync except at log and eval intervals, and the
+state buffers donated. Metrics accumulate on device in CLU collections.
+"""
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from clu import metric_writers, periodic_actions
+from flax import nnx
+
+from unetjax import checkpointing
+from unetjax import config as config_lib
+from unetjax import datasets, history, input_pipeline, models, optimizers
+from unetjax import parallel, schedules, tasks, workdir as workdir_lib
+from unetjax import augment
+from unetjax.errors import ConfigError
+from unetjax.metrics import scalars
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config, before any training."""
+  config: ml_collections.ConfigDict
+  dataset: datasets.Dataset
+  task: Any
+  graphdef: Any
+  state: Any  # nnx.State of (model, optimizer), replicated over the mesh
+  mesh: jax.sharding.Mesh
+  num_params: int
+  summary: str
+  steps_per_epoch: int
+  num_steps: int
+  schedule: Any
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+  """Dataset, task, model and optimizer from their registries."""
+  config_lib.validate(config)
+  for key in ("batch_size", "eval_batch_size"):
+    parallel.check_batch_size(key, config[key])
+  dataset = datasets.build(config)
+  train = train_split(config, dataset)
+  task = tasks.build(config, dataset.info)
+  augment.validate(config.augment, *train.images.shape[1:3])
+  steps_per_epoch = max(1, len(train) // config.batch_size)
+  num_steps = config.num_steps or config.num_epochs * steps_per_epoch
+  schedule = schedules.build(config, steps_per_epoch, num_steps)
+  model = models.build(config, in_channels=dataset.info.in_channels,
+                       num_outputs=task.num_outputs,
+                       rngs=nnx.Rngs(params=config.seed,
+                                     dropout=config.seed + 1))
+  _check_input_shape(model, config, train)
+  optimizer = nnx.Optimizer(model, optimizers.build(config, schedule),
+                            wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  mesh = parallel.make_mesh()
+  state = jax.device_put(state, parallel.replicated(mesh))
+  return Experiment(config, dataset, task, graphdef, state, mesh,
+                    models.count_params(model), models.summary(model),
+                    steps_per_epoch, num_steps, schedule)
+
+
+def train_split(config, dataset) -> datasets.Split:
+  """The training split, cut to `data.train_examples` when that is set."""
+  split = dataset.split("train")
+  count = config.data.train_examples
+  if count:
+    if count > len(split):
+      raise ConfigError(f"data.train_examples={count} but the training "
+                        f"split has only {len(split)} examples")
+    split = split.take(count)
+  return split
+
+
+def _check_input_shape(model, config, split: datasets.Split) -> None:
+  height, width = split.images.shape[1:3]
+  if config.augment.crop_size:
+    height = width = config.augment.crop_size
+  if hasattr(model, "check_input"):
+    model.check_input(height, width)
+
+
+# --- the jitted functions --------------------------------------------------
+
+
+def train_step(graphdef, task, state, metrics, batch):
+  """One optimizer step; returns the new state and the updated metrics."""
+  model, optimizer = nnx.merge(graphdef, state)
+  model.train()
+
+  def loss_fn(model):
+    logits = model(task.inputs(batch))
+    return task.loss_and_outputs(logits, batch)
+
+  (_, outputs), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  optimizer.update(model, grads)
+  metrics = metrics.merge(
+      task.metrics_class.single_from_model_output(**outputs))
+  return nnx.state((model, optimizer)), metrics
+
+
+def eval_step(graphdef, task, state, batch):
+  """Metrics of one eval batch, model in inference mode."""
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  _, outputs = task.loss_and_outputs(model(task.inputs(batch)), batch)
+  return task.metrics_class.single_from_model_output(**outputs)
+
+
+def predict_step(graphdef, task, state, batch):
+  """Predictions and per-example metric outputs of one batch."""
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  logits = model(task.inputs(batch))
+  _, outputs = task.loss_and_outputs(logits, batch)
+  return task.predict(logits), outputs
+
+
+@dataclasses.dataclass
+class Steps:
+  """The compiled step functions of one experiment."""
+  train: Any
+  eval: Any
+  predict: Any
+
+
+def jit_steps(experiment: Experiment) -> Steps:
+  bound = (experiment.graphdef, experiment.task)
+  replicated = parallel.replicated(experiment.mesh)
+  return Steps(
+      train=jax.jit(functools.partial(train_step, *bound),
+                    donate_argnums=(0, 1),
+                    out_shardings=(replicated, replicated)),
+      eval=jax.jit(functools.partial(eval_step, *bound)),
+      predict=jax.jit(functools.partial(predict_step, *bound)))
+
+
+# --- evaluation ------------------------------------------------------------
+
+
+def evaluate(experiment: Experiment, steps: Steps, state,
+             split: datasets.Split) -> dict[str, Any]:
+  """Task metrics over a whole split (padding excluded)."""
+  sharding = parallel.data_sharding(experiment.mesh)
+  metrics = None
+  for local in _eval_batches(experiment, split):
+    batch_metrics = steps.eval(state, parallel.global_batch(local, sharding))
+    metrics = batch_metrics if metrics is None else metrics.merge(
+        batch_metrics)
+  return jax.tree.map(np.asarray, metrics.compute())
+
+
+def _eval_batches(experiment, split) -> Iterator[dict[str, np.ndarray]]:
+  return input_pipeline.eval_batches(
+      split, batch_size=experiment.config.eval_batch_size,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def first_predictions(experiment: Experiment, steps: Steps, state,
+                      split: datasets.Split, count: int):
+  """The first `count` examples of a split with predictions and outputs."""
+  sharding = parallel.data_sharding(experiment.mesh)
+  local = next(_eval_batches(experiment, split))
+  predictions, outputs = steps.predict(
+      state, parallel.global_batch(local, sharding))
+  count = min(count, len(split), len(local["mask"]))
+  batch = {k: v[:count] for k, v in local.items()}
+  outputs = {k: parallel.to_host(v)[:count] for k, v in outputs.items()}
+  return batch, parallel.to_host(predictions)[:count], outputs
+
+
+# --- the training loop -----------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the experiment in `workdir`; returns final metrics."""
+  parallel.initialize_distributed()
+  workdir = os.path.abspath(workdir)
+  config_lib.validate(config)
+  with workdir_lib.locked(workdir):
+    experiment = build_experiment(config)
+    workdir_lib.save_or_check_config(workdir, config)
+    return _train(experiment, workdir)
+
+
+def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
+  config = experiment.config
+  logging.info("Model %s:\n%s", config.model.name, experiment.summary)
+  _write_text(os.path.join(workdir, "model_summary.txt"), experiment.summary)
+  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
+                               best_metric=config.best_metric,
+                               best_mode=config.best_mode)
+  state, start_step, seconds_before = _restore_or_init(experiment, mngr)
+  history.truncate_after(workdir, start_step)
+  writer = _writer(workdir)
+  if start_step == 0:
+    writer.write_hparams(config_lib.flat_items(config.to_dict()))
+  steps = jit_steps(experiment)
+  train = train_split(config, experiment.dataset)
+  val = experiment.dataset.split("val")
+  batches = input_pipeline.train_batches(
+      train, batch_size=config.batch_size, seed=config.seed,
+      start_step=start_step, augment_config=config.augment,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  sharding = parallel.data_sharding(experiment.mesh)
+  report = periodic_actions.ReportProgress(
+      num_train_steps=experiment.num_steps, writer=writer,
+      every_steps=config.log_every_steps)
+  replicated = parallel.replicated(experiment.mesh)
+
+  def empty_metrics():  # a new one each time: the train step donates it
+    return jax.device_put(experiment.task.metrics_class.empty(), replicated)
+
+  train_metrics = empty_metrics()
+  logged: dict[str, float] = {}
+  train_seconds = 0.0
+  started = time.perf_counter()
+  for step in range(start_step + 1, experiment.num_steps + 1):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      batch = parallel.global_batch(next(batches), sharding)
+      state, train_metrics = steps.train(state, train_metrics, batch)
+    report(step)
+    last = step == experiment.num_steps
+    if step % config.log_every_steps == 0 or last:
+      logged.update(_prefixed("train", scalars(train_metrics.compute())))
+      logged["train/learning_rate"] = float(experiment.schedule(step - 1))
+      writer.write_scalars(step, {k: v for k, v in logged.items()
+                                  if k.startswith("train/")})
+      train_metrics = empty_metrics()
+    if step % config.eval_every_steps == 0 or last:
+      train_seconds += time.perf_counter() - started
+      val_metrics = evaluate(experiment, steps, state, val)
+      logged.update(_prefixed("val", scalars(val_metrics)))
+      writer.write_scalars(step, {k: v for k, v in logged.items()
+                                  if k.startswith("val/")})
+      meta = {"step": step, "examples_seen": step * config.batch_size,
+              "train_seconds": seconds_before + train_seconds}
+      checkpointing.save(mngr, step, state, meta, dict(logged))
+      _draw(experiment, steps, state, val, val_metrics, workdir, writer, step)
+      writer.flush()
+      started = time.perf_counter()
+  mngr.wait_until_finished()
+  final = _final_metrics(experiment, steps, state, workdir, logged,
+                         train_seconds, seconds_before, start_step, mngr)
+  writer.close()
+  mngr.close()
+  return final
+
+
+def _restore_or_init(experiment: Experiment,
+                     mngr) -> tuple[Any, int, float]:
+  """The state to start from, its step and the training time spent so far."""
+  latest = mngr.latest_step()
+  if latest is None:
+    logging.info("Starting a new run.")
+    return experiment.state, 0, 0.0
+  state, meta = checkpointing.restore(mngr, latest, experiment.state)
+  logging.info("Resuming from the checkpoint at step %d.", meta["step"])
+  print(f"Resuming from the checkpoint at step {meta['step']}.", flush=True)
+  return state, int(meta["step"]), float(meta.get("train_seconds", 0.0))
+
+
+def _writer(workdir: str) -> metric_writers.MetricWriter:
+  main = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  if jax.process_index() > 0:
+    return main
+  return metric_writers.MultiWriter([main, history.JsonlWriter(workdir)])
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+  return {f"{prefix}/{k}": v for k, v in values.items()}
+
+
+def _draw(experiment, steps, state, split, computed, workdir, writer,
+          step) -> None:
+  """Learning curves and the task's own figures, as PNG and in TensorBoard."""
+  if jax.process_index() > 0:
+    return
+  config = experiment.config
+  plots_dir = os.path.join(workdir, "plots")
+  batch, predictions, outputs = first_predictions(
+      experiment, steps, state, split, config.num_sample_images)
+  images = experiment.task.figures(batch, predictions, outputs, computed,
+                                   plots_dir)
+  experiment.task.learning_curves(history.read(workdir), plots_dir)
+  writer.write_images(step, {k: v[None] for k, v in images.items()})
+
+
+def _final_metrics(experiment, steps, state, workdir, logged, train_seconds,
+                   seconds_before, start_step, mngr) -> dict[str, Any]:
+  """Writes metrics.json: the last train/val metrics, test if it exists."""
+  config = experiment.config
+  final = {
+      "step": experiment.num_steps,
+      "num_params": experiment.num_params,
+      "train_seconds": round(seconds_before + train_seconds, 2),
+      "train_seconds_this_run": round(train_seconds, 2),
+      "steps_per_second_this_run": round(
+          (experiment.num_steps - start_step) / max(train_seconds, 1e-9), 3),
+      "best_checkpoint_step": mngr.best_step(),
+      "train": {k[6:]: v for k, v in logged.items() if k.startswith("train/")},
+      "val": {k[4:]: v for k, v in logged.items() if k.startswith("val/")},
+  }
+  if experiment.dataset.has_split("test"):
+    test = evaluate(experiment, steps, state,
+                    experiment.dataset.split("test"))
+    final["test"] = scalars(test)
+  if jax.process_index() == 0:
+    _write_text(os.path.join(workdir, "metrics.json"),
+                json.dumps(final, indent=2))
+  logging.info("Final metrics: %s", final)
+  return final
+
+
+def _write_text(path: str, text: str) -> None:
+  if jax.process_index() > 0:
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(text + "\n")
+  os.replace(tmp, path)
