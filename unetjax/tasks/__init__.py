@@ -1,9 +1,21 @@
 """Task registry: `config.task.name` -> loss, metrics and output activation.
 
-A task turns a batch into model inputs, model logits into a loss and
-per-example metric outputs, and logits into predictions people look at.
-It is built from `config.task` (its keyword arguments) and the dataset's
-`DataInfo`. Add a task: one module here and one line below.
+A task is built as `TaskClass(info=DataInfo, **config.task less name)` and
+provides (all array code is traced inside the jitted steps):
+
+  metrics_class        a CLU `metrics.Collection` over per-example outputs
+  num_outputs          channels of the model's last layer
+  per_example_metric   name of the per-example output that ranks examples
+  inputs(batch)        model input from a batch {'image', 'label'[, 'mask']}
+  loss_and_outputs(logits, batch) -> (scalar loss, per-example outputs);
+                       outputs hold `mask` (0 = eval padding) and feed
+                       `metrics_class.single_from_model_output(**outputs)`
+  predict(logits)      what a person looks at (probabilities, class ids)
+  figures(batch, predictions, outputs, computed_metrics, plots_dir)
+                       writes PNGs, returns {name: RGB array} for TensorBoard
+  learning_curves(history_records, plots_dir)
+
+Add a task: one module here and one line below.
 """
 import inspect
 

@@ -1,0 +1,199 @@
+"""Reading images and masks from files, refusing anything ambiguous.
+
+Every loader returns arrays of a known kind or raises `DataError` naming
+the file: a truncated PNG, a zero-byte file, a palette image read as
+indices, a 16-bit image squashed to 8 bits, or an RGB mask are the silent
+wrong results this module exists to prevent.
+"""
+import os
+
+import numpy as np
+
+from unetjax.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def read_image(path: str) -> np.ndarray:
+  """An image as float32 [H, W, C] in [0, 1], C = 1 (gray) or 3 (RGB).
+
+  8-bit images are divided by 255, 16-bit by 65535; palette images are
+  converted to their colours; an alpha channel is dropped (composited on
+  nothing: the colour values are kept as stored).
+  """
+  array = _read(path)
+  if array.ndim == 3 and array.shape[0] > 1 and path.lower().endswith(
+      TIFF_SUFFIXES) and array.shape[-1] not in (1, 3, 4):
+    raise DataError(f"{path}: a multi-page TIFF stack; read it with "
+                    "read_stack")
+  return _to_float(_channels_last(array, path), path)
+
+
+def read_stack(path: str) -> np.ndarray:
+  """A multi-page TIFF as float32 [N, H, W, C] in [0, 1]."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  _check_file(path)
+  try:
+    array = tifffile.imread(path)
+  except Exception as e:
+    raise DataError(f"{path}: not a readable TIFF ({_first_line(e)})") from e
+  if array.ndim == 2:
+    array = array[None]
+  if array.ndim == 3:
+    array = array[..., None]
+  if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+    raise DataError(f"{path}: TIFF of shape {array.shape}; expected pages of "
+                    "gray or RGB images")
+  return np.stack([_to_float(page[..., :3] if page.shape[-1] == 4 else page,
+                             path) for page in array])
+
+
+def read_mask(path: str) -> np.ndarray:
+  """A label image as int32 [H, W] of its stored values (not rescaled).
+
+  Palette PNGs give their indices (that is how label maps are stored);
+  gray images their values. Colour masks are refused: which colour means
+  which class is not something to guess.
+  """
+  array = _read(path, palette_as_indices=True)
+  if array.ndim == 3:
+    if array.shape[-1] == 1 or (array.shape[-1] in (3, 4) and np.all(
+        array[..., :3] == array[..., :1])):
+      array = array[..., 0]
+    else:
+      raise DataError(f"{path}: a colour mask of shape {array.shape}; expected "
+                      "one channel of class values")
+  if array.ndim != 2:
+    raise DataError(f"{path}: mask of shape {array.shape}; expected 2-D")
+  if np.issubdtype(array.dtype, np.floating):
+    if not np.all(array == np.round(array)):
+      raise DataError(f"{path}: mask holds non-integer values")
+  return array.astype(np.int32)
+
+
+def map_mask_values(mask: np.ndarray, values: dict[int, int],
+                    path: str) -> np.ndarray:
+  """Stored values -> class ids; a value not in `values` is an error."""
+  found = np.unique(mask)
+  unknown = [int(v) for v in found if int(v) not in values]
+  if unknown:
+    raise DataError(f"{path}: mask values {unknown[:10]} are not among the "
+                    f"declared values {sorted(values)}")
+  lookup = np.zeros(int(found.max()) + 1, np.int32)
+  for value, cls in values.items():
+    if value <= found.max():
+      lookup[value] = cls
+  return lookup[mask]
+
+
+def check_classes(mask: np.ndarray, num_classes: int, path: str) -> None:
+  """Fails on values outside 0..num_classes-1, naming what was found."""
+  found = np.unique(mask)
+  if found.min() < 0 or found.max() >= num_classes:
+    shown = [int(v) for v in found[:10]]
+    raise DataError(f"{path}: mask values {shown} found; expected class ids "
+                    f"0..{num_classes - 1} (map other values with "
+                    "data.mask_values)")
+
+
+def write_mask(path: str, mask: np.ndarray) -> None:
+  """Writes a class-id mask as 8-bit PNG (or TIFF), atomically."""
+  _write(path, mask.astype(np.uint8))
+
+
+def write_image(path: str, image: np.ndarray) -> None:
+  """Writes a float [H, W] or [H, W, C] image in [0, 1] as 8-bit."""
+  image = np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)
+  _write(path, image[..., 0] if image.ndim == 3 and image.shape[-1] == 1
+         else image)
+
+
+def _write(path: str, array: np.ndarray) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
+  if path.lower().endswith(TIFF_SUFFIXES):
+    import tifffile  # pylint: disable=g-import-not-at-top
+    tifffile.imwrite(tmp, array)
+  else:
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    Image.fromarray(array).save(tmp)
+  os.replace(tmp, path)
+
+
+def _check_file(path: str) -> None:
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  if not os.path.isfile(path):
+    raise DataError(f"{path}: not a file")
+  if not os.access(path, os.R_OK):
+    raise DataError(f"{path}: not readable (permissions)")
+  if os.path.getsize(path) == 0:
+    raise DataError(f"{path}: empty file (0 bytes)")
+
+
+def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
+  """Raw pixel values with their stored dtype."""
+  _check_file(path)
+  if path.lower().endswith(TIFF_SUFFIXES):
+    import tifffile  # pylint: disable=g-import-not-at-top
+    try:
+      return tifffile.imread(path)
+    except Exception as e:
+      raise DataError(f"{path}: not a readable TIFF ({_first_line(e)})") from e
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as image:
+      image.load()
+      if image.mode == "P" and not palette_as_indices:
+        image = image.convert("RGBA" if "transparency" in image.info
+                              else "RGB")
+      elif image.mode in ("1", "L", "P", "RGB", "RGBA", "LA", "I;16",
+                          "I;16B", "I;16L", "I", "F"):
+        pass
+      else:
+        image = image.convert("RGB")
+      array = np.asarray(image)
+      if image.mode == "1":
+        array = array.astype(np.uint8)
+      return array
+  except UnidentifiedImageError as e:
+    raise DataError(f"{path}: not an image file") from e
+  except (OSError, SyntaxError, ValueError) as e:
+    raise DataError(f"{path}: corrupt or truncated image "
+                    f"({_first_line(e)})") from e
+
+
+def _channels_last(array: np.ndarray, path: str) -> np.ndarray:
+  if array.ndim == 2:
+    return array[..., None]
+  if array.ndim == 3 and array.shape[-1] in (1, 3):
+    return array
+  if array.ndim == 3 and array.shape[-1] in (2, 4):  # LA or RGBA
+    return array[..., :-1]
+  raise DataError(f"{path}: image of shape {array.shape}; expected gray, "
+                  "RGB or RGBA")
+
+
+def _to_float(array: np.ndarray, path: str) -> np.ndarray:
+  if array.dtype == np.uint8 or array.dtype == bool:
+    return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 \
+        else array.astype(np.float32)
+  if array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
+    return array.astype(np.float32) / 65535.0
+  if np.issubdtype(array.dtype, np.integer):
+    info = np.iinfo(array.dtype)
+    if array.min() < 0 or array.max() > 65535:
+      raise DataError(f"{path}: {array.dtype} values in [{array.min()}, "
+                      f"{array.max()}]; expected 8- or 16-bit intensities")
+    return array.astype(np.float32) / (255.0 if array.max() <= 255 and
+                                       info.max <= 255 else 65535.0)
+  if np.issubdtype(array.dtype, np.floating):
+    if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
+      raise DataError(f"{path}: float image with values outside [0, 1]")
+    return array.astype(np.float32)
+  raise DataError(f"{path}: pixel type {array.dtype} is not supported")
+
+
+def _first_line(error: Exception) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
