@@ -17,6 +17,8 @@ from unetjax.registry import Registry
 
 MODELS = Registry("model", "model.name", {
     "unet": "unetjax.models.unet:UNet",
+    "mlp": "unetjax.models.mlp:MLP",
+    "cnn": "unetjax.models.cnn:CNN",
 })
 
 _FROM_TRAINER = ("in_channels", "num_outputs", "dtype", "param_dtype", "rngs")

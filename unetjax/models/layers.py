@@ -53,3 +53,18 @@ def center_crop(x: jax.Array, height: int, width: int) -> jax.Array:
   top = (x.shape[1] - height) // 2
   left = (x.shape[2] - width) // 2
   return x[:, top:top + height, left:left + width]
+
+
+def check_dropout(rate: float) -> None:
+  if not 0 <= rate < 1:
+    raise ConfigError(f"model.dropout={rate}: expected 0 <= dropout < 1")
+
+
+def check_image_size(model: str, image_size: int, height: int,
+                     width: int) -> None:
+  """Models with a dense layer on the flattened image take one size only."""
+  if (height, width) != (image_size, image_size):
+    raise ConfigError(
+        f"images are {height}x{width} but model {model!r} is built for "
+        f"{image_size}x{image_size}: set model.image_size to the image size "
+        "(square images only)")
