@@ -66,10 +66,35 @@ def read_mask(path: str) -> np.ndarray:
                       "one channel of class values")
   if array.ndim != 2:
     raise DataError(f"{path}: mask of shape {array.shape}; expected 2-D")
-  if np.issubdtype(array.dtype, np.floating):
-    if not np.all(array == np.round(array)):
-      raise DataError(f"{path}: mask holds non-integer values")
+  return _integer_mask(array, path)
+
+
+def _integer_mask(array: np.ndarray, path: str) -> np.ndarray:
+  if np.issubdtype(array.dtype, np.floating) and not np.all(
+      array == np.round(array)):
+    raise DataError(f"{path}: mask holds non-integer values")
   return array.astype(np.int32)
+
+
+def read_mask_stack(path: str) -> np.ndarray:
+  """A multi-page TIFF of label images as int32 [N, H, W] of stored values."""
+  array = _read(path)
+  if array.ndim == 2:
+    array = array[None]
+  if array.ndim != 3:
+    raise DataError(f"{path}: label TIFF of shape {array.shape}; expected "
+                    "pages of one-channel class values")
+  return np.stack([_integer_mask(page, path) for page in array])
+
+
+def find_partner(folder: str, stem: str) -> str | None:
+  """The one image file `stem.<image suffix>` in folder, None if absent."""
+  matches = [name for name in sorted(os.listdir(folder))
+             if os.path.splitext(name)[0] == stem
+             and name.lower().endswith(IMAGE_SUFFIXES)]
+  if len(matches) > 1:
+    raise DataError(f"{folder}: several files for {stem!r}: {matches}")
+  return os.path.join(folder, matches[0]) if matches else None
 
 
 def map_mask_values(mask: np.ndarray, values: dict[int, int],
