@@ -1,0 +1,41 @@
+"""Shared test helpers: tiny configs that compile and train in seconds."""
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ISBI_DIR = os.environ.get(
+    "UNETJAX_ISBI_DIR", os.path.join(REPO, "..", "shared", "data", "isbi2012"))
+
+
+def tiny_cells_config(**overrides):
+  """The default experiment shrunk to 16x16 images and a depth-2 U-Net."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model.depth = 2
+  config.model.features = 4
+  config.data.image_size = 16
+  config.data.num_train = 8
+  config.data.num_val = 5
+  config.data.num_test = 3
+  config.batch_size = 4
+  config.eval_batch_size = 4
+  config.num_steps = 6
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.num_sample_images = 2
+  config.schedule.name = "constant"  # independent of num_steps
+  for key, value in overrides.items():
+    section = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      section = section[parent]
+    section[leaf] = value
+  return config
+
+
+@pytest.fixture
+def tiny_config():
+  return tiny_cells_config
