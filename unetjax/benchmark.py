@@ -1,0 +1,517 @@
+"""Training speed, memory and input throughput of a config, next to PyTorch.
+
+  unetjax-benchmark                      # the reference U-Net, JAX and torch
+  unetjax-benchmark --config default --frameworks jax --steps 20
+
+Every measurement runs in a fresh process (the figures include nothing
+another framework left behind), JAX and PyTorch alternating, `--repeats`
+times; the table shows the median over repeats. The JAX side runs the
+package's own `build_experiment` / `jit_steps` on the config's real input
+pipeline, so it measures what `unetjax-train` runs. The PyTorch side is the
+same U-Net written in torch (`pip install -e .[bench]`), skipped when torch
+is not installed. FLOPs come from XLA's cost analysis of the compiled step,
+cross-checked with a count of the convolutions and matmuls in the traced
+model, and are compared with a float32 matmul peak measured in each run.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+REFERENCE = "reference"
+_MATMUL_SIZE = 2048
+
+
+def reference_config():
+  """The U-Net of the PyTorch comparison: 7,762,465 parameters.
+
+  Depth 4, 32 base features doubling to 512, BatchNorm, ReLU, 2x2
+  transposed-conv up-sampling, 256x256x1 input, batch 8, BCE, Adam; the
+  images are the synthetic cells at 256x256 with flips and rotations.
+  """
+  from unetjax.config import base_config  # pylint: disable=g-import-not-at-top
+  config = base_config()
+  config.model = dict(name="unet", depth=4, features=32, batchnorm=True)
+  config.data = dict(name="cells", train_examples=0, image_size=256,
+                     num_train=16, num_val=8, num_test=8, seed=0)
+  config.task = dict(name="binary_segmentation", dice_weight=0.0)
+  config.augment.flip = True
+  config.augment.rot90 = True
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  return config
+
+
+def load_config(name: str):
+  """'reference', a config name under configs/, or a config file path."""
+  if name == REFERENCE:
+    return reference_config()
+  path = name if name.endswith(".py") else os.path.join("configs",
+                                                        f"{name}.py")
+  if not os.path.exists(path):
+    from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+    raise ConfigError(f"--config {name}: {path} does not exist; expected "
+                      f"'{REFERENCE}', a name under configs/ or a .py path")
+  spec = importlib.util.spec_from_file_location("benchmark_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+# --- measurements shared by both frameworks ----------------------------------
+
+
+def peak_rss_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def median_seconds(fn, repeats: int) -> float:
+  """Median wall time of `fn()`, which must block until its work is done."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def matmul_gflops(matmul, repeats: int = 5) -> float:
+  """float32 GFLOP/s of `matmul()`, a blocking n x n x n product."""
+  matmul()
+  n = _MATMUL_SIZE
+  return 2 * n ** 3 / median_seconds(matmul, repeats) / 1e9
+
+
+# --- the JAX worker ----------------------------------------------------------
+
+
+def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
+  """One fresh process's measurements of the package's own train step."""
+  from unetjax import xla_flags  # pylint: disable=g-import-not-at-top
+  added = xla_flags.configure()
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
+
+  started = time.perf_counter()
+  config = load_config(config_name)
+  if batch_size:
+    config.batch_size = config.eval_batch_size = batch_size
+  experiment = train.build_experiment(config)
+  steps_fns = train.jit_steps(experiment)
+  sharding = parallel.data_sharding(experiment.mesh)
+  split = train.train_split(config, experiment.dataset)
+
+  def batches():
+    return input_pipeline.train_batches(
+        split, batch_size=config.batch_size, seed=config.seed, start_step=0,
+        augment_config=config.augment)
+
+  stream = batches()
+  state = experiment.state
+  metrics = jax.device_put(experiment.task.metrics_class.empty(),
+                           parallel.replicated(experiment.mesh))
+  health = train.initial_health()
+  batch = parallel.global_batch(next(stream), sharding)
+  compile_start = time.perf_counter()
+  compiled = steps_fns.train.lower(state, metrics, health, batch).compile()
+  compile_s = time.perf_counter() - compile_start
+  state, metrics, health = jax.block_until_ready(steps_fns.train(
+      state, metrics, health, batch))
+  first_step_s = time.perf_counter() - started
+
+  step_times, waits = [], []
+  for _ in range(steps):
+    step_start = time.perf_counter()
+    batch = parallel.global_batch(next(stream), sharding)
+    waits.append(time.perf_counter() - step_start)
+    state, metrics, health = jax.block_until_ready(steps_fns.train(
+        state, metrics, health, batch))
+    step_times.append(time.perf_counter() - step_start)
+  step_s = statistics.median(step_times)
+
+  flops = compiled.cost_analysis()["flops"]
+  memory = compiled.memory_analysis()
+  a = jnp.ones((_MATMUL_SIZE, _MATMUL_SIZE), jnp.float32)
+  product = jax.jit(jnp.matmul)
+  peak = matmul_gflops(lambda: product(a, a).block_until_ready())
+  image = batch["image"]
+  return dict(
+      framework="jax", config=config_name, xla_flags_added=added,
+      xla_flags=os.environ.get("XLA_FLAGS", ""),
+      batch_size=config.batch_size, input_shape=list(image.shape[1:]),
+      num_params=experiment.num_params,
+      build_s=build_s, compile_s=compile_s,
+      time_to_first_step_s=first_step_s,
+      step_s=step_s, images_per_s=config.batch_size / step_s,
+      input_wait_fraction=sum(waits) / sum(step_times),
+      flops_per_step=flops,
+      analytic_flops_per_step=analytic_train_flops(experiment, image),
+      gflops_per_s=flops / step_s / 1e9, matmul_peak_gflops=peak,
+      input_images_per_s=input_throughput(batches(), config.batch_size),
+      eval_images_per_s=_inference_throughput(
+          steps_fns.eval, state, batch, config.batch_size),
+      predict_images_per_s=_inference_throughput(
+          steps_fns.predict, state, batch, config.batch_size),
+      peak_rss_bytes=peak_rss_bytes(),
+      device_memory_bytes=_device_memory(jax.devices()[0], memory),
+      torch_spec=_torch_spec(config, experiment, image.shape))
+
+
+def _inference_throughput(step, state, batch, batch_size: int) -> float:
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(step(state, batch))
+  seconds = median_seconds(
+      lambda: jax.block_until_ready(step(state, batch)), 3)
+  return batch_size / seconds
+
+
+def input_throughput(stream, batch_size: int, num_batches: int = 20) -> float:
+  """Images/s of the input pipeline alone, after its first batch."""
+  next(stream)
+  start = time.perf_counter()
+  for _ in range(num_batches):
+    next(stream)
+  return num_batches * batch_size / (time.perf_counter() - start)
+
+
+def _device_memory(device, memory) -> int:
+  """Peak bytes in use where the device reports it, else XLA's estimate."""
+  stats = device.memory_stats()
+  if stats and "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"])
+  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
+             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def analytic_train_flops(experiment, images) -> float:
+  """3x the forward convolution and matmul FLOPs (forward, both gradients).
+
+  Counted from the traced forward pass; the input gradient of the first
+  layer, which a train step skips, is included, so this is a slight
+  over-count of what the step must compute.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  model, _ = nnx.merge(experiment.graphdef, experiment.state)
+  model.eval()
+  jaxpr = jax.make_jaxpr(lambda x: model(x))(images)  # pylint: disable=unnecessary-lambda
+  return 3.0 * jaxpr_flops(jaxpr.jaxpr)
+
+
+def jaxpr_flops(jaxpr) -> float:
+  """Multiply-add FLOPs (2 per MAC) of the convs and matmuls in a jaxpr."""
+  from jax.extend import core  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    out = eqn.outvars[0].aval.shape
+    if eqn.primitive.name == "conv_general_dilated":
+      rhs = eqn.invars[1].aval.shape
+      out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+      total += 2.0 * np.prod(out) * np.prod(rhs) / out_features
+    elif eqn.primitive.name == "dot_general":
+      (contract, _), _ = eqn.params["dimension_numbers"]
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * np.prod(out) * np.prod([lhs[d] for d in contract])
+    for sub in core.jaxprs_in_params(eqn.params):
+      total += jaxpr_flops(sub)
+  return total
+
+
+def _torch_spec(config, experiment, shape) -> dict[str, Any] | None:
+  """What the torch twin needs, or None for a model it does not mirror."""
+  model = dict(config.model)
+  plain = (model.get("name") == "unet" and isinstance(model.get("features"),
+                                                      int)
+           and all(model.get(k, d) == d for k, d in _TORCH_DEFAULTS.items()))
+  if not plain:
+    return None
+  return dict(depth=model["depth"], features=model["features"],
+              batchnorm=model.get("batchnorm", False),
+              bn_momentum=model.get("bn_momentum", 0.9),
+              in_channels=experiment.dataset.info.in_channels,
+              num_outputs=experiment.task.num_outputs,
+              input_shape=[int(s) for s in shape],
+              learning_rate=config.optimizer.learning_rate,
+              num_params=experiment.num_params)
+
+
+# UNet options the torch twin implements only at these values.
+_TORCH_DEFAULTS = dict(padding="SAME", kernel_size=3, convs_per_level=2,
+                       activation="relu", dropout=0.0, skip=True,
+                       upsampling="transpose", dilate=False)
+
+
+# --- the PyTorch worker ------------------------------------------------------
+
+
+def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
+  """The same U-Net, loss and optimizer in PyTorch, on random batches."""
+  import torch  # pylint: disable=g-import-not-at-top
+  started = time.perf_counter()
+  torch.manual_seed(0)
+  model = _torch_unet(torch, spec)
+  num_params = sum(p.numel() for p in model.parameters())
+  optimizer = torch.optim.Adam(model.parameters(),
+                               lr=spec["learning_rate"])
+  loss_fn = torch.nn.BCEWithLogitsLoss()
+  n, h, w, c = spec["input_shape"]
+  images = torch.rand(n, c, h, w)
+  labels = (torch.rand(n, spec["num_outputs"], h, w) > 0.5).float()
+
+  def step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+  model.train()
+  step()
+  first_step_s = time.perf_counter() - started
+  step_s = median_seconds(step, steps)
+  a = torch.ones(_MATMUL_SIZE, _MATMUL_SIZE)
+  peak = matmul_gflops(lambda: torch.mm(a, a))
+  model.eval()
+  with torch.no_grad():
+    predict_s = median_seconds(lambda: torch.sigmoid(model(images)), 3)
+  return dict(framework="torch", torch_version=torch.__version__,
+              torch_threads=torch.get_num_threads(), num_params=num_params,
+              time_to_first_step_s=first_step_s, step_s=step_s,
+              images_per_s=n / step_s, matmul_peak_gflops=peak,
+              predict_images_per_s=n / predict_s,
+              peak_rss_bytes=peak_rss_bytes())
+
+
+def _torch_unet(torch, spec):
+  """The torch twin of unetjax's UNet with SAME padding, as in the spec."""
+  nn = torch.nn
+  widths = [spec["features"] * 2 ** level for level in range(spec["depth"] + 1)]
+
+  def block(cin, cout):
+    layers = []
+    for i in range(2):
+      layers.append(nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1,
+                              bias=not spec["batchnorm"]))
+      if spec["batchnorm"]:
+        layers.append(nn.BatchNorm2d(cout, eps=1e-5,
+                                     momentum=1 - spec["bn_momentum"]))
+      layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+  class UNet(nn.Module):
+    """Encoder, bottleneck, decoder with concatenated skips, 1x1 head."""
+
+    def __init__(self):
+      super().__init__()
+      cin = spec["in_channels"]
+      self.down = nn.ModuleList()
+      for width in widths[:-1]:
+        self.down.append(block(cin, width))
+        cin = width
+      self.bottleneck = block(cin, widths[-1])
+      self.up = nn.ModuleList()
+      self.decode = nn.ModuleList()
+      for level in reversed(range(spec["depth"])):
+        self.up.append(nn.ConvTranspose2d(widths[level + 1], widths[level],
+                                          2, stride=2))
+        self.decode.append(block(2 * widths[level], widths[level]))
+      self.head = nn.Conv2d(widths[0], spec["num_outputs"], 1)
+
+    def forward(self, x):
+      skips = []
+      for down in self.down:
+        x = down(x)
+        skips.append(x)
+        x = nn.functional.max_pool2d(x, 2)
+      x = self.bottleneck(x)
+      for up, decode, skip in zip(self.up, self.decode, reversed(skips)):
+        x = decode(torch.cat([skip, up(x)], dim=1))
+      return self.head(x)
+
+  return UNet()
+
+
+# --- the driver: fresh processes, alternating, then a table ------------------
+
+
+def machine() -> dict[str, Any]:
+  """Where the figures were taken: CPU, cores, load and library versions."""
+  versions = {}
+  for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
+    try:
+      from importlib import metadata  # pylint: disable=g-import-not-at-top
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  return dict(cpu=_cpu_name(), cores=os.cpu_count(),
+              platform=platform.platform(), python=platform.python_version(),
+              versions=versions)
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def _run_worker(args: list[str]) -> dict[str, Any]:
+  """Runs one measurement in a fresh interpreter; its last line is JSON."""
+  load_before = os.getloadavg()[0]
+  done = subprocess.run([sys.executable, "-m", "unetjax.benchmark",
+                         "--worker", *args], capture_output=True, text=True,
+                        check=False)
+  if done.returncode:
+    tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+    return dict(error=tail)
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  result["load_1min"] = [load_before, os.getloadavg()[0]]
+  return result
+
+
+def torch_available() -> bool:
+  return importlib.util.find_spec("torch") is not None
+
+
+def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
+              with_torch: bool) -> dict[str, Any]:
+  """Alternating fresh-process runs of JAX (and torch): all results."""
+  runs = {"jax": [], "torch": []}
+  for _ in range(repeats):
+    jax_run = _run_worker(["jax", "--config", config_name, "--steps",
+                           str(steps), "--batch-size", str(batch_size)])
+    runs["jax"].append(jax_run)
+    spec = jax_run.get("torch_spec")
+    if with_torch and spec:
+      runs["torch"].append(_run_worker(["torch", "--steps", str(steps),
+                                        "--spec", json.dumps(spec)]))
+  return dict(config=config_name, steps=steps, repeats=repeats,
+              machine=machine(), runs=runs, summary=summarize(runs))
+
+
+_MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s", "images_per_s",
+                "input_wait_fraction", "flops_per_step",
+                "analytic_flops_per_step", "gflops_per_s",
+                "matmul_peak_gflops", "input_images_per_s",
+                "eval_images_per_s", "predict_images_per_s", "peak_rss_bytes",
+                "device_memory_bytes", "num_params")
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
+  """Medians over the repeats, and the JAX/torch ratios."""
+  summary = {}
+  for framework, results in runs.items():
+    good = [r for r in results if "error" not in r]
+    summary[framework] = {
+        key: statistics.median(r[key] for r in good)
+        for key in _MEDIAN_KEYS if good and key in good[0]}
+  jax_s, torch_s = summary["jax"], summary["torch"]
+  peaks = [r["matmul_peak_gflops"] for results in runs.values()
+           for r in results if "matmul_peak_gflops" in r]
+  if jax_s and peaks:
+    summary["matmul_peak_gflops"] = max(peaks)
+    summary["jax_fraction_of_peak"] = jax_s["gflops_per_s"] / max(peaks)
+  if jax_s and torch_s:
+    summary["speed_ratio_jax_over_torch"] = (jax_s["images_per_s"]
+                                             / torch_s["images_per_s"])
+    summary["memory_ratio_jax_over_torch"] = (jax_s["peak_rss_bytes"]
+                                              / torch_s["peak_rss_bytes"])
+    if "flops_per_step" in jax_s:
+      summary["torch_fraction_of_peak"] = (
+          jax_s["flops_per_step"] / torch_s["step_s"] / 1e9 / max(peaks))
+  return summary
+
+
+def table(result: dict[str, Any]) -> str:
+  """The summary as aligned text rows."""
+  summary = result["summary"]
+  rows = [("config", result["config"]),
+          ("machine", f"{result['machine']['cpu']}, "
+                      f"{result['machine']['cores']} cores"),
+          ("versions", ", ".join(f"{k} {v}" for k, v in
+                                 result["machine"]["versions"].items() if v))]
+  for framework in ("jax", "torch"):
+    for key, value in summary.get(framework, {}).items():
+      rows.append((f"{framework} {key}", _format(key, value)))
+    errors = [r["error"] for r in result["runs"][framework] if "error" in r]
+    if errors:
+      rows.append((f"{framework} errors", "; ".join(errors)))
+  for key, value in summary.items():
+    if not isinstance(value, dict):
+      rows.append((key, _format(key, value)))
+  loads = [r["load_1min"][0] for runs in result["runs"].values()
+           for r in runs if "load_1min" in r]
+  if loads:
+    rows.append(("load average (1 min) before runs",
+                 ", ".join(f"{x:.2f}" for x in loads)))
+  width = max(len(name) for name, _ in rows)
+  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _format(key: str, value) -> str:
+  if key.endswith("bytes"):
+    return f"{value / 2 ** 30:.2f} GiB"
+  if "flops_per_step" in key:
+    return f"{value / 1e9:.1f} GFLOP"
+  if key.endswith(("fraction", "ratio_jax_over_torch", "of_peak")):
+    return f"{value:.3f}"
+  if isinstance(value, float):
+    return f"{value:.3g}"
+  return str(value)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default=REFERENCE,
+                      help=f"'{REFERENCE}', a name under configs/ or a path")
+  parser.add_argument("--steps", type=int, default=10,
+                      help="timed steps per run, after the first")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="fresh-process runs per framework")
+  parser.add_argument("--batch-size", type=int, default=0,
+                      help="override the config's batch size (0 keeps it)")
+  parser.add_argument("--frameworks", default="jax,torch")
+  parser.add_argument("--json", default="",
+                      help="also write all results to this file")
+  parser.add_argument("--worker", choices=("jax", "torch"),
+                      help=argparse.SUPPRESS)
+  parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
+  return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.worker == "jax":
+    print(json.dumps(run_jax(args.config, args.steps, args.batch_size)))
+    return
+  if args.worker == "torch":
+    print(json.dumps(run_torch(json.loads(args.spec), args.steps)))
+    return
+  with_torch = "torch" in args.frameworks.split(",")
+  if with_torch and not torch_available():
+    print("torch is not installed (pip install -e .[bench]): JAX only.",
+          file=sys.stderr)
+    with_torch = False
+  result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
+                     batch_size=args.batch_size, with_torch=with_torch)
+  print(table(result))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
