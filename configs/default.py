@@ -20,9 +20,9 @@ def get_config():
   config.augment.flip = True
   config.augment.rot90 = True
   config.batch_size = 16
-  config.num_steps = 1500
+  config.num_steps = 800
   config.log_every_steps = 50
-  config.eval_every_steps = 250
+  config.eval_every_steps = 200
   config.best_metric = "val/dice"
   config.best_mode = "max"
   return config
