@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from unetjax import image_io
-from unetjax.datasets import Dataset, DataInfo, Split
+from unetjax.datasets import Dataset, DataInfo, Split, folders
 from unetjax.errors import ConfigError, DataError
 
 LABEL_VALUES = {0: 0, 255: 1}  # membrane, cell interior
@@ -29,62 +29,39 @@ def build(*, dir: str = "", val_slices: tuple[int, ...] = (),  # pylint: disable
           fold: int = 0, num_folds: int = 6) -> Dataset:
   info = DataInfo(name="isbi2012", num_classes=2, in_channels=1,
                   class_names=("membrane", "cell interior"))
-  images, labels = load_training_stack(dir)
-  val = held_out_slices(len(images), val_slices, fold, num_folds)
-  train = [i for i in range(len(images)) if i not in val]
+  stack = load_training_stack(dir)
+  val = held_out_slices(len(stack), val_slices, fold, num_folds)
+  train = [i for i in range(len(stack)) if i not in val]
 
   def split(indices):
-    return lambda: Split(images[indices], labels[indices],
-                         tuple(f"slice_{i:02d}" for i in indices))
+    return lambda: Split(stack.images[indices], stack.labels[indices],
+                         tuple(stack.ids[i] for i in indices))
   return Dataset(info, {"train": split(train), "val": split(val)})
 
 
-def load_training_stack(directory: str) -> tuple[np.ndarray, np.ndarray]:
-  """(images uint8 [N, H, W, 1], labels int32 [N, H, W] of 0/1)."""
+def load_training_stack(directory: str) -> Split:
+  """All labelled slices, images uint8 and labels 0/1, in stack order."""
   if not directory or not os.path.isdir(directory):
     raise DataError(f"ISBI-2012 data folder data.dir={directory!r} does not "
                     f"exist: {DOWNLOAD_HINT}")
-  tiff = os.path.join(directory, "train-volume.tif")
-  if os.path.exists(tiff):
-    label_path = os.path.join(directory, "train-labels.tif")
-    images = image_io.read_stack(tiff)
-    masks = [(label_path, page)
-             for page in image_io.read_mask_stack(label_path)]
-  elif os.path.isdir(os.path.join(directory, "train", "images")):
-    images, masks = _read_png_slices(os.path.join(directory, "train"))
-  else:
+  to_classes = folders.mask_mapping(LABEL_VALUES, num_classes=2)
+  volume = os.path.join(directory, "train-volume.tif")
+  if os.path.isdir(os.path.join(directory, "train", "images")):
+    return folders.load_split(
+        folders.paired_files(os.path.join(directory, "train"), "labels"),
+        to_classes)
+  if not os.path.exists(volume):
     raise DataError(f"{directory}: neither train-volume.tif nor "
                     f"train/images/ found; {DOWNLOAD_HINT}")
-  if len(masks) != len(images):
-    raise DataError(f"{directory}: {len(images)} image slices but "
-                    f"{len(masks)} label slices")
-  labels = []
-  for (path, mask), image in zip(masks, images):
-    if mask.shape != image.shape[:2]:
-      raise DataError(f"{path}: label of size {mask.shape} for an image of "
-                      f"size {image.shape[:2]}")
-    labels.append(image_io.map_mask_values(mask, LABEL_VALUES, path))
-  return (np.round(images * 255).astype(np.uint8),
-          np.stack(labels).astype(np.int32))
-
-
-def _read_png_slices(folder: str):
-  """Slices paired by file stem from images/ and labels/."""
-  image_dir = os.path.join(folder, "images")
-  label_dir = os.path.join(folder, "labels")
-  stems = sorted(os.path.splitext(f)[0] for f in os.listdir(image_dir)
-                 if f.lower().endswith(image_io.IMAGE_SUFFIXES))
-  if not stems:
-    raise DataError(f"{image_dir}: no images")
-  images, masks = [], []
-  for stem in stems:
-    image_path = image_io.find_partner(image_dir, stem)
-    label_path = image_io.find_partner(label_dir, stem)
-    if label_path is None:
-      raise DataError(f"{image_path}: no label {stem}.* in {label_dir}")
-    images.append(image_io.read_image(image_path))
-    masks.append((label_path, image_io.read_mask(label_path)))
-  return np.stack(images), masks
+  label_path = os.path.join(directory, "train-labels.tif")
+  images = image_io.read_stack(volume)
+  masks = image_io.read_mask_stack(label_path)
+  if masks.shape != images.shape[:3]:
+    raise DataError(f"{label_path}: labels of shape {masks.shape} for "
+                    f"slices of shape {images.shape[:3]} in {volume}")
+  return folders.stack_examples(
+      list(images), [to_classes(mask, label_path) for mask in masks],
+      [f"slice_{i:02d}" for i in range(len(images))])
 
 
 def held_out_slices(count: int, val_slices, fold: int,

@@ -1,0 +1,160 @@
+"""Segmentation data from plain folders: images/ and masks/ paired by stem.
+
+Layout: `dir/images/NAME.ext` with `dir/masks/NAME.ext` (PNG, TIFF, BMP or
+JPEG, any mix), or the same pair of folders under `dir/train`, `dir/val`
+and optionally `dir/test`. With a single pair of folders the last
+`val_fraction` of the sorted stems is the validation split.
+
+Images may be gray or RGB (all the same kind), 8- or 16-bit; palette
+images are read as their colours, an alpha channel is dropped. Masks hold
+class ids 0..num_classes-1, or any values mapped to class ids by
+`mask_values` (e.g. {0: 0, 255: 1}); palette masks give their indices.
+Every mask is checked before training: an unexpected value, a size that
+differs from its image, a file without its partner or an empty folder
+raises a DataError naming the file. Images of different sizes are padded
+to a common size (see `Split.sizes`).
+"""
+import os
+from typing import Callable
+
+import numpy as np
+
+from unetjax import image_io
+from unetjax.datasets import Dataset, DataInfo, Split
+from unetjax.errors import ConfigError, DataError
+
+MaskToClasses = Callable[[np.ndarray, str], np.ndarray]
+
+
+def build(*, dir: str = "", num_classes: int = 2,  # pylint: disable=redefined-builtin
+          class_names: tuple[str, ...] = (), mask_values=None,
+          val_fraction: float = 0.2, pad_to_multiple: int = 32) -> Dataset:
+  if num_classes < 2:
+    raise ConfigError(f"data.num_classes={num_classes}: expected >= 2")
+  if class_names and len(class_names) != num_classes:
+    raise ConfigError(f"data.class_names={tuple(class_names)}: expected "
+                      f"{num_classes} names")
+  to_classes = mask_mapping(mask_values, num_classes)
+  pairs = split_pairs(dir, val_fraction)
+  splits = {name: load_split(found, to_classes, pad_to_multiple)
+            for name, found in pairs.items()}
+  channels = {split.images.shape[-1] for split in splits.values()}
+  if len(channels) > 1:
+    raise DataError(f"{dir}: splits differ in image channels {channels}")
+  info = DataInfo(name="folders", num_classes=num_classes,
+                  in_channels=channels.pop(),
+                  class_names=tuple(class_names) or tuple(
+                      f"class_{i}" for i in range(num_classes)))
+  return Dataset(info, {name: (lambda s=split: s)
+                        for name, split in splits.items()})
+
+
+def mask_mapping(mask_values, num_classes: int) -> MaskToClasses:
+  """Stored mask values -> class ids, validated file by file."""
+  if not mask_values:
+    def check(mask, path):
+      image_io.check_classes(mask, num_classes, path)
+      return mask
+    return check
+  values = {int(k): int(v) for k, v in dict(mask_values).items()}
+  bad = sorted({c for c in values.values() if not 0 <= c < num_classes})
+  if bad:
+    raise ConfigError(f"data.mask_values maps to classes {bad}; expected "
+                      f"class ids 0..{num_classes - 1}")
+  return lambda mask, path: image_io.map_mask_values(mask, values, path)
+
+
+def split_pairs(directory: str, val_fraction: float) -> dict[str, list]:
+  """{split: [(image path, mask path), ...]} for the folder layout found."""
+  if not directory or not os.path.isdir(directory):
+    raise DataError(f"data.dir={directory!r} is not a folder; expected "
+                    "images/ and masks/ (or train/, val/ holding them)")
+  if os.path.isdir(os.path.join(directory, "images")):
+    if not 0 < val_fraction < 1:
+      raise ConfigError(f"data.val_fraction={val_fraction}: expected 0 < "
+                        "fraction < 1 to hold out validation images")
+    pairs = paired_files(directory)
+    num_val = max(1, round(len(pairs) * val_fraction))
+    if num_val >= len(pairs):
+      raise DataError(f"{directory}: {len(pairs)} image(s) are too few to "
+                      "hold out a validation split")
+    return {"train": pairs[:-num_val], "val": pairs[-num_val:]}
+  splits = [s for s in ("train", "val", "test")
+            if os.path.isdir(os.path.join(directory, s))]
+  if "train" not in splits or "val" not in splits:
+    raise DataError(f"{directory}: expected images/ and masks/, or train/ "
+                    "and val/ folders that hold them")
+  return {s: paired_files(os.path.join(directory, s)) for s in splits}
+
+
+def paired_files(directory: str,
+                 mask_folder: str = "masks") -> list[tuple[str, str]]:
+  """(image, mask) paths paired by stem; a file without partner is an error."""
+  folders = [os.path.join(directory, sub) for sub in ("images", mask_folder)]
+  stems = []
+  for folder in folders:
+    if not os.path.isdir(folder):
+      raise DataError(f"{folder}: no such folder")
+    found = {os.path.splitext(f)[0]: f for f in os.listdir(folder)
+             if f.lower().endswith(image_io.IMAGE_SUFFIXES)}
+    if not found:
+      suffixes = ", ".join(image_io.IMAGE_SUFFIXES)
+      raise DataError(f"{folder}: no image files ({suffixes})")
+    stems.append(found)
+  for (folder, mine), (other_folder, theirs) in (
+      (folders[0], stems[0]), (folders[1], stems[1])), (
+          (folders[1], stems[1]), (folders[0], stems[0])):
+    missing = sorted(set(mine) - set(theirs))
+    if missing:
+      raise DataError(f"{os.path.join(folder, mine[missing[0]])}: no "
+                      f"partner named {missing[0]}.* in {other_folder}")
+  return [(image_io.find_partner(folders[0], stem),
+           image_io.find_partner(folders[1], stem))
+          for stem in sorted(stems[0])]
+
+
+def load_split(pairs, to_classes: MaskToClasses,
+               pad_to_multiple: int = 32) -> Split:
+  """Reads, checks and stacks (image, mask) pairs, padding varied sizes."""
+  images, labels, ids = [], [], []
+  for image_path, mask_path in pairs:
+    image = image_io.read_image(image_path)
+    mask = image_io.read_mask(mask_path)
+    if mask.shape != image.shape[:2]:
+      raise DataError(f"{mask_path}: mask of size {mask.shape[0]}x"
+                      f"{mask.shape[1]} for an image of size "
+                      f"{image.shape[0]}x{image.shape[1]} ({image_path})")
+    if images and image.shape[-1] != images[0].shape[-1]:
+      raise DataError(f"{image_path}: {image.shape[-1]} channel(s) where "
+                      f"{pairs[0][0]} has {images[0].shape[-1]}")
+    images.append(image)
+    labels.append(to_classes(mask, mask_path))
+    ids.append(os.path.splitext(os.path.basename(image_path))[0])
+  return stack_examples(images, labels, tuple(ids), pad_to_multiple)
+
+
+def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:
+  """One Split; differing sizes are zero-padded and recorded in `sizes`.
+
+  Images are kept as uint8 when that loses nothing (8-bit sources): a
+  quarter of the memory of float32.
+  """
+  sizes = np.array([image.shape[:2] for image in images])
+  same_size = (sizes == sizes[0]).all()
+  height, width = sizes[0] if same_size else (
+      -(-sizes.max(axis=0) // pad_to_multiple) * pad_to_multiple)
+  eight_bit = all(_is_8bit(image) for image in images)
+  stacked = np.zeros((len(images), height, width, images[0].shape[-1]),
+                     np.uint8 if eight_bit else np.float32)
+  stacked_labels = np.zeros((len(images), height, width), np.int32)
+  for i, (image, label) in enumerate(zip(images, labels)):
+    h, w = image.shape[:2]
+    stacked[i, :h, :w] = np.round(image * 255) if eight_bit else image
+    stacked_labels[i, :h, :w] = label
+  return Split(stacked, stacked_labels, tuple(ids),
+               None if same_size else sizes)
+
+
+def _is_8bit(image: np.ndarray) -> bool:
+  return np.array_equal(np.round(image * 255).astype(np.float32) / 255.0,
+                        image)
