@@ -20,6 +20,9 @@ from unetjax.registry import Registry
 
 DATASETS = Registry("dataset", "data.name", {
     "cells": "unetjax.datasets.cells:build",
+    "isbi2012": "unetjax.datasets.isbi2012:build",
+    "glas": "unetjax.datasets.glas:build",
+    "folders": "unetjax.datasets.folders:build",
 })
 
 
@@ -39,10 +42,14 @@ class Split:
   labels: [N, H, W] int32 class ids for segmentation, [N] for
     classification.
   ids: a name per example, for per-example reports.
+  sizes: [N, 2] true (height, width) of each example when sizes vary;
+    images and labels are then zero-padded at the bottom and right to a
+    common size, and the pipeline never trains or scores the padding.
   """
   images: np.ndarray
   labels: np.ndarray
   ids: tuple[str, ...]
+  sizes: np.ndarray | None = None
 
   def __post_init__(self):
     n = len(self.images)
@@ -57,7 +64,8 @@ class Split:
     return len(self.images)
 
   def take(self, count: int) -> "Split":
-    return Split(self.images[:count], self.labels[:count], self.ids[:count])
+    return Split(self.images[:count], self.labels[:count], self.ids[:count],
+                 None if self.sizes is None else self.sizes[:count])
 
 
 @dataclasses.dataclass
