@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
       rot90=False,  # random multiples of 90 degrees
       brightness=0.0,  # max additive change, images are in [0, 1]
       contrast=0.0,  # max relative change of contrast
+      elastic=False,  # U-Net paper's elastic deformation (masks: nearest)
+      elastic_grid=3,  # displacements drawn on a grid x grid lattice
+      elastic_sigma=10.0,  # their standard deviation, in pixels
   ))
 
   config.batch_size = 16  # global, over all devices and processes

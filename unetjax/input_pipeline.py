@@ -6,6 +6,12 @@ augmentation is seeded by (seed, k). Resuming at step s therefore starts
 the stream at example s * batch_size and reproduces the uninterrupted run
 exactly. Each process reads only its own slice of every global batch.
 
+Variable-size datasets (`Split.sizes` set) are stored padded to a common
+size. Training needs `augment.crop_size`: crops are drawn inside each
+example's true size. Evaluation runs on the whole padded images and adds
+a `valid` map (1 = a real pixel) so tasks score only the real pixels:
+every pixel of every image counts once, none of the padding does.
+
 TensorFlow is imported here only; any GPU is hidden from it so it never
 takes memory JAX needs.
 """
@@ -17,6 +23,7 @@ import numpy as np
 
 from unetjax import augment
 from unetjax.datasets import Split
+from unetjax.errors import ConfigError
 
 _MAX_EPOCHS = 2 ** 31 - 1
 
@@ -38,9 +45,11 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
   training image, say) still yields full batches.
   """
   tf = tensorflow()
+  _check_crop(split, augment_config.crop_size)
   n = len(split)
   first = start_step * batch_size
   images, labels = tf.constant(split.images), tf.constant(split.labels)
+  sizes = None if split.sizes is None else tf.constant(split.sizes, tf.int32)
 
   def epoch(e):
     order = tf.random.experimental.stateless_shuffle(
@@ -51,6 +60,8 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
   def load(k, index):
     example = {"image": _as_float(tf, tf.gather(images, index)),
                "label": tf.gather(labels, index)}
+    if sizes is not None:
+      example["size"] = tf.gather(sizes, index)
     return augment.apply(example, augment_config,
                          tf.stack([tf.constant(seed, tf.int64), k]))
 
@@ -85,17 +96,41 @@ def eval_batches(split: Split, *, batch_size: int, process_index: int = 0,
   mask = (positions < n).astype(np.float32)
   indices = np.where(positions < n, positions, 0)
   images, labels = tf.constant(split.images), tf.constant(split.labels)
+  valid_maps = None if split.sizes is None else tf.constant(
+      valid_pixels(split.sizes, split.images.shape[1:3]))
 
   def load(index, valid):
-    return {"image": _as_float(tf, tf.gather(images, index)),
-            "label": tf.gather(labels, index), "mask": valid,
-            "index": index}
+    example = {"image": _as_float(tf, tf.gather(images, index)),
+               "label": tf.gather(labels, index), "mask": valid,
+               "index": index}
+    if valid_maps is not None:
+      example["valid"] = tf.gather(valid_maps, index)
+    return example
 
   ds = (tf.data.Dataset.from_tensor_slices((indices, mask))
         .map(load, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(local)
         .prefetch(tf.data.AUTOTUNE))
   return _numpy_iterator(tf, ds)
+
+
+def valid_pixels(sizes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+  """[N, H, W] uint8 maps, 1 inside each example's true size, 0 in padding."""
+  rows = np.arange(shape[0])[None, :, None] < sizes[:, 0, None, None]
+  cols = np.arange(shape[1])[None, None, :] < sizes[:, 1, None, None]
+  return (rows & cols).astype(np.uint8)
+
+
+def _check_crop(split: Split, crop_size: int) -> None:
+  """Variable-size examples train on crops that fit the smallest one."""
+  if split.sizes is None:
+    return
+  smallest = split.sizes.min(axis=0)
+  if not 0 < crop_size <= smallest.min():
+    raise ConfigError(
+        f"augment.crop_size={crop_size}: this dataset's images vary in size "
+        f"(smallest {smallest[0]}x{smallest[1]}), so training needs a crop "
+        f"size from 1 to {smallest.min()}")
 
 
 def _as_float(tf, image):
