@@ -17,6 +17,8 @@ from unetjax.registry import Registry
 
 MODELS = Registry("model", "model.name", {
     "unet": "unetjax.models.unet:UNet",
+    "resnet": "unetjax.models.resnet:ResNet",
+    "fcn32": "unetjax.models.fcn:FCN32",
     "mlp": "unetjax.models.mlp:MLP",
     "cnn": "unetjax.models.cnn:CNN",
 })

@@ -1,0 +1,168 @@
+"""Evaluate a saved checkpoint on a split: `python -m unetjax.evaluate`.
+
+  python -m unetjax.evaluate --workdir workdirs/cells --checkpoint best \
+      --split test
+
+Rebuilds the experiment from the workdir's config.json, restores the chosen
+checkpoint ('best', 'latest' or a step) and writes, under --out (default
+`workdir/eval`):
+
+  eval_<split>_<step>.json      every task metric over the split
+  examples_<split>_<step>.csv   one row per example: its id and its scores
+                                (or, for a classifier, true and predicted
+                                class), worst first by the task's
+                                per-example metric
+  worst_<split>_<step>/, best_<split>_<step>/
+                                the task's sample figures of the examples
+                                that metric ranks worst and best
+  examples_<split>_<step>.png,  classifiers only: the worst and best images
+  confusion_<split>_<step>.png  and the confusion matrix
+
+The metrics come from the trainer's own evaluation, so they equal what
+training logged for the same checkpoint and split.
+"""
+import csv
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+from absl import app, flags
+
+from unetjax import datasets, parallel, plots, train
+from unetjax.errors import UnetjaxError
+
+FLAGS = flags.FLAGS
+
+
+def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
+                     split: str = "test", out: str | None = None,
+                     num_examples: int = 4) -> dict[str, Any]:
+  """Writes the files listed in the module docstring; returns the report."""
+  experiment, state, step = train.restore_workdir(workdir, checkpoint)
+  data = experiment.dataset.split(split)
+  steps = train.jit_steps(experiment)
+  computed = train.evaluate(experiment, steps, state, data)
+  columns = example_columns(experiment, steps, state, data)
+  out = out or os.path.join(workdir, "eval")
+  tag = f"{split}_{step}"
+  report = {"workdir": os.path.abspath(workdir), "checkpoint_step": step,
+            "split": split, "num_examples": len(data),
+            "metrics": {k: np.asarray(v).tolist() for k, v in
+                        computed.items()}}
+  _write_json(os.path.join(out, f"eval_{tag}.json"), report)
+  metric = experiment.task.per_example_metric
+  order = np.argsort(columns[metric], kind="stable")
+  _write_csv(os.path.join(out, f"examples_{tag}.csv"),
+             {k: v[order] for k, v in columns.items()})
+  count = min(num_examples, len(data), experiment.config.eval_batch_size)
+  picks = {"worst": order[:count], "best": order[::-1][:count]}
+  if "true_class" in columns:
+    _draw_classifier(experiment, data, columns, picks, metric, out, tag)
+  else:
+    for name, indices in picks.items():
+      subset = datasets.Split(data.images[indices], data.labels[indices],
+                              tuple(data.ids[i] for i in indices))
+      batch, predictions, outputs = train.first_predictions(
+          experiment, steps, state, subset, count)
+      experiment.task.figures(batch, predictions, outputs, computed,
+                              os.path.join(out, f"{name}_{tag}"))
+  return report
+
+
+def example_columns(experiment: train.Experiment, steps: train.Steps, state,
+                    split: datasets.Split) -> dict[str, np.ndarray]:
+  """Per-example columns: id, every per-example task output, and for
+  classifiers (one label per example) the true and predicted class."""
+  sharding = parallel.data_sharding(experiment.mesh)
+  parts = []
+  for local in train._eval_batches(experiment, split):  # pylint: disable=protected-access
+    predictions, outputs = steps.predict(
+        state, parallel.global_batch(local, sharding))
+    keep = local["mask"] > 0
+    part = {k: parallel.to_host(v)[keep] for k, v in outputs.items()
+            if k != "mask" and np.ndim(v) == 1}
+    if split.labels.ndim == 1:
+      part["true_class"] = local["label"][keep]
+      part["predicted_class"] = parallel.to_host(predictions)[keep].argmax(-1)
+    part["index"] = local["index"][keep]
+    parts.append(part)
+  columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  ids = np.asarray(split.ids)[columns.pop("index")]
+  return {"id": ids, **columns}
+
+
+def _draw_classifier(experiment, split, columns, picks, metric, out,
+                     tag) -> None:
+  names = experiment.dataset.info.class_names
+  from sklearn.metrics import confusion_matrix  # pylint: disable=g-import-not-at-top
+  counts = confusion_matrix(columns["true_class"], columns["predicted_class"],
+                            labels=range(len(names)))
+  plots.confusion_matrix(counts, list(names),
+                         os.path.join(out, f"confusion_{tag}.png"),
+                         title=f"{len(split)} examples")
+  index = {example_id: i for i, example_id in enumerate(split.ids)}
+  rows = []
+  for kind, picked in picks.items():
+    for i in picked:
+      rows.append((split.images[index[columns["id"][i]]],
+                   f"{kind}: {columns['id'][i]}\ntrue "
+                   f"{names[columns['true_class'][i]]}, predicted "
+                   f"{names[columns['predicted_class'][i]]}\n{metric} "
+                   f"{columns[metric][i]:.3f}"))
+  plots.image_grid([image for image, _ in rows], [t for _, t in rows],
+                   os.path.join(out, f"examples_{tag}.png"),
+                   columns=len(picks["worst"]))
+
+
+def _write_json(path: str, record: dict) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    json.dump(record, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
+  with open(path + ".tmp", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    writer.writerows(zip(*(v.tolist() for v in columns.values())))
+  os.replace(path + ".tmp", path)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
+                              split=FLAGS.split, out=FLAGS.out,
+                              num_examples=FLAGS.num_examples)
+  except UnetjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"Checkpoint {report['checkpoint_step']} on {report['split']} "
+        f"({report['num_examples']} examples): " + ", ".join(
+            f"{k} {v:.4f}" for k, v in report["metrics"].items()
+            if np.ndim(v) == 0))
+  print(f"Written to {FLAGS.out or os.path.join(FLAGS.workdir, 'eval')}")
+
+
+def run():
+  """Console-script entry point (`unetjax-evaluate`).
+
+  Flags are defined here, not on import, so the tools can be imported
+  together (they share flag names).
+  """
+  flags.DEFINE_string("workdir", None, "Workdir of a training run.",
+                      required=True)
+  flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step.")
+  flags.DEFINE_string("split", "test", "Split of the workdir's dataset.")
+  flags.DEFINE_string("out", None, "Output directory; default workdir/eval.")
+  flags.DEFINE_integer("num_examples", 4, "How many of the worst and of the "
+                       "best examples to draw.")
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

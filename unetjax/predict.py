@@ -1,0 +1,233 @@
+"""Segment new images of any size: `python -m unetjax.predict`.
+
+  python -m unetjax.predict --workdir workdirs/cells --input 'scans/*.png' \
+      --output predictions --probabilities --overlay --tta
+
+Restores a checkpoint of a segmentation workdir and runs it by overlap-tile
+inference (`unetjax.tiling`): tiles of at most --tile_size pixels, batched,
+the image border mirrored, so an image may be far larger than the training
+crop and of any size. For `<name>.<ext>` it writes `<name>_mask.png`
+(class ids: 0 background, 1 foreground, ...), on request
+`<name>_prob.png` (foreground probability, or the winning class's, x255)
+and `<name>_overlay.png`; TIFF input gives TIFF output, a multi-page stack
+page by page. Every input is read and checked before anything is written.
+"""
+import functools
+import glob
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from unetjax import image_io, tiling, train
+from unetjax.errors import ConfigError, DataError, UnetjaxError
+from unetjax.models.unet import valid_input_sizes
+
+FLAGS = flags.FLAGS
+
+
+class Segmenter:
+  """A segmentation model as a function: image [H, W, C] -> prediction.
+
+  The prediction is the task's (`task.predict`) of the stitched logits:
+  probabilities [H, W] or [H, W, classes], or class ids [H, W]. Logits, not
+  probabilities, are blended and averaged, so any task's output works.
+  """
+
+  def __init__(self, model: nnx.Module, task, in_channels: int, *,
+               tile_size: int = 256, batch_size: int = 8, tta: bool = False):
+    if not hasattr(model, "output_size"):
+      raise ConfigError(f"model {type(model).__name__} has no output_size(); "
+                        "tiled prediction needs a U-Net")
+    sizes = valid_input_sizes(model, limit=tile_size)
+    if not sizes:
+      raise ConfigError(f"tile_size={tile_size} is below the smallest input "
+                        f"this model accepts, {valid_input_sizes(model)[0]}")
+    self.outputs = {size: model.output_size(size) for size in sizes}
+    self.align = 2 ** model.depth
+    self.task = task
+    self.in_channels = in_channels
+    self.batch_size = batch_size
+    graphdef, state = nnx.split(model)
+
+    forward = jax.jit(functools.partial(_forward, graphdef))
+
+    def predict_tiles(tiles):
+      return forward(state, tiles)
+
+    self.predict_tiles = (tiling.dihedral_average(predict_tiles) if tta
+                          else predict_tiles)
+    self.prediction = jax.eval_shape(task.predict, jax.ShapeDtypeStruct(
+        (1, 8, 8, task.num_outputs), jnp.float32))
+    if self.prediction.ndim not in (3, 4):
+      raise ConfigError(f"task {type(task).__name__} predicts shape "
+                        f"{self.prediction.shape} for [1, 8, 8] pixels; "
+                        "expected a value per pixel")
+
+  def plan(self, length: int) -> tiling.AxisPlan:
+    """One tile if one fits, else the largest tile; SAME tiles overlap 1/4."""
+    fits = [size for size, out in self.outputs.items() if out >= length]
+    tile_in = fits[0] if fits else max(self.outputs)
+    tile_out = self.outputs[tile_in]
+    overlap = tile_out // 4 if tile_in == tile_out else 0
+    return tiling.plan_axis(length, tile_in, tile_out, align=self.align,
+                            overlap=overlap)
+
+  def logits(self, image: np.ndarray) -> np.ndarray:
+    rows, cols = self.plan(image.shape[0]), self.plan(image.shape[1])
+    return tiling.infer(image, self.predict_tiles, rows, cols,
+                        batch_size=self.batch_size, blend=rows.margin == 0)
+
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    return np.asarray(self.task.predict(jnp.asarray(
+        self.logits(image), jnp.float32)[None]))[0]
+
+
+def _forward(graphdef, state, tiles):
+  model = nnx.merge(graphdef, state)
+  model.eval()
+  return model(tiles).astype(jnp.float32)
+
+
+def mask_and_probability(prediction: np.ndarray):
+  """(class-id mask, probability of its class or None) of a prediction."""
+  if not np.issubdtype(prediction.dtype, np.floating):
+    return prediction.astype(np.uint8), None
+  if prediction.ndim == 2:  # foreground probability
+    return (prediction > 0.5).astype(np.uint8), prediction
+  return prediction.argmax(-1).astype(np.uint8), prediction.max(-1)
+
+
+def input_paths(pattern: str) -> list[str]:
+  """The files a path, a directory or a glob names, sorted."""
+  if os.path.isdir(pattern):
+    pattern = os.path.join(pattern, "*")
+  paths = sorted(p for p in glob.glob(pattern) if not os.path.isdir(p))
+  if not paths and not glob.has_magic(pattern):
+    paths = [pattern]  # read_input names what is wrong with it
+  if not paths:
+    raise DataError(f"--input={pattern!r} matches no file")
+  names = [_stem(p) for p in paths]
+  clashes = sorted({n for n in names if names.count(n) > 1})
+  if clashes:
+    raise DataError(f"--input={pattern!r}: several inputs are named "
+                    f"{clashes[:3]}; their outputs would overwrite each other")
+  return paths
+
+
+def read_input(path: str) -> np.ndarray:
+  """[pages, H, W, C] in [0, 1]: one image, or every page of a TIFF stack."""
+  if _tiff_pages(path) > 1:
+    return image_io.read_stack(path)
+  return image_io.read_image(path)[None]
+
+
+def predict_files(workdir: str, pattern: str, output: str, *,
+                  checkpoint: str = "best", tile_size: int = 256,
+                  batch_size: int = 8, tta: bool = False,
+                  probabilities: bool = False,
+                  overlay: bool = False) -> list[str]:
+  """Segments every input; returns the paths written."""
+  paths = input_paths(pattern)
+  channels = {path: read_input(path).shape[-1] for path in paths}
+  experiment, state, _ = train.restore_workdir(workdir, checkpoint)
+  model, _ = nnx.merge(experiment.graphdef, state)
+  in_channels = experiment.dataset.info.in_channels
+  for path, count in channels.items():
+    if count != in_channels:
+      raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
+                      f"takes {in_channels}")
+  segment = Segmenter(model, experiment.task, in_channels,
+                      tile_size=tile_size, batch_size=batch_size, tta=tta)
+  if probabilities and not jnp.issubdtype(segment.prediction.dtype,
+                                          jnp.floating):
+    raise ConfigError(f"task {experiment.config.task.name!r} predicts class "
+                      "ids, not probabilities: drop --probabilities")
+  written = []
+  for path in paths:
+    pages = read_input(path)
+    results = [mask_and_probability(segment(page)) for page in pages]
+    written += _write(path, output, pages, results, probabilities, overlay)
+  return written
+
+
+def _write(path, output, pages, results, probabilities, overlay) -> list[str]:
+  """The mask (and probability map, overlay) of one input file."""
+  masks = np.stack([mask for mask, _ in results])
+  pictures = {"mask": masks}
+  if probabilities:
+    pictures["prob"] = np.stack([prob for _, prob in results])
+  if overlay:
+    from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
+    pictures["overlay"] = np.stack([
+        label2rgb(mask, page[..., 0] if page.shape[-1] == 1 else page,
+                  bg_label=0, alpha=0.35, image_alpha=1.0)
+        for mask, page in zip(masks, pages)])
+  suffix = ".tif" if path.lower().endswith(image_io.TIFF_SUFFIXES) else ".png"
+  written = []
+  for kind, stack in pictures.items():
+    target = os.path.join(output, f"{_stem(path)}_{kind}{suffix}")
+    picture = stack[0] if len(stack) == 1 else stack
+    if kind == "mask":
+      image_io.write_mask(target, picture)
+    else:
+      image_io.write_image(target, picture)
+    written.append(target)
+  return written
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def _tiff_pages(path: str) -> int:
+  """Pages of a TIFF file; 0 for other files (read_image checks those)."""
+  if not path.lower().endswith(image_io.TIFF_SUFFIXES) or not os.path.isfile(
+      path):
+    return 0
+  import tifffile  # pylint: disable=g-import-not-at-top
+  try:
+    with tifffile.TiffFile(path) as tiff:
+      return len(tiff.pages)
+  except Exception:  # pylint: disable=broad-except
+    return 0  # read_image reports the damage
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    written = predict_files(
+        FLAGS.workdir, FLAGS.input, FLAGS.output, checkpoint=FLAGS.checkpoint,
+        tile_size=FLAGS.tile_size, batch_size=FLAGS.batch_size, tta=FLAGS.tta,
+        probabilities=FLAGS.probabilities, overlay=FLAGS.overlay)
+  except UnetjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"Wrote {len(written)} files to {FLAGS.output}")
+
+
+def run():
+  """Console-script entry point (`unetjax-predict`); flags defined here so
+  the tools, which share flag names, can be imported together."""
+  flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.",
+                      required=True)
+  flags.DEFINE_string("input", None, "Image file, directory or glob.",
+                      required=True)
+  flags.DEFINE_string("output", None, "Directory for the masks.",
+                      required=True)
+  flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step.")
+  flags.DEFINE_integer("tile_size", 256, "Largest tile side, in pixels.")
+  flags.DEFINE_integer("batch_size", 8, "Tiles per forward pass.")
+  flags.DEFINE_bool("tta", False, "Average over the 8 flips and rotations.")
+  flags.DEFINE_bool("probabilities", False, "Also write probability maps.")
+  flags.DEFINE_bool("overlay", False, "Also write the mask over the image.")
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
