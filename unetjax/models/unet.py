@@ -132,20 +132,29 @@ class UNet(nnx.Module):
 
   def output_size(self, size: int) -> int:
     """Output height (or width) for an input of `size`; errors if invalid."""
+    output, level = self._output_size(size)
+    if output is None:
+      raise ConfigError(self._size_message(level))
+    return output
+
+  def _output_size(self, size: int) -> tuple[int | None, int]:
+    """(output size, depth), or (None, the level where `size` fails).
+
+    Raises nothing: `valid_input_sizes`, which the error message of a
+    VALID U-Net lists, calls it for every size.
+    """
     shrink = 0 if self.padding == "SAME" else (self.kernel_size - 1) * (
         self.convs_per_level)
     for level in range(self.depth):
       size -= shrink
       if size <= 0 or size % 2:
-        raise ConfigError(self._size_message(level))
+        return None, level
       size //= 2
     if not self.dilate:
       size -= shrink
     for _ in range(self.depth):
       size = 2 * size - shrink
-    if size <= 0:
-      raise ConfigError(self._size_message(self.depth))
-    return size
+    return (size if size > 0 else None), self.depth
 
   def _size_message(self, level: int) -> str:
     if self.padding == "SAME":
@@ -186,14 +195,8 @@ class UNet(nnx.Module):
 
 def valid_input_sizes(model: UNet, limit: int = 1024) -> list[int]:
   """Input sizes up to `limit` the model accepts, smallest first."""
-  sizes = []
-  for size in range(1, limit + 1):
-    try:
-      model.output_size(size)
-    except ConfigError:
-      continue
-    sizes.append(size)
-  return sizes
+  return [size for size in range(1, limit + 1)
+          if model._output_size(size)[0] is not None]  # pylint: disable=protected-access
 
 
 def _level_widths(features, depth: int) -> list[int]:
