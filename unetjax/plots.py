@@ -54,6 +54,49 @@ def segmentation_samples(images: np.ndarray, labels: np.ndarray,
   return _save(fig, path)
 
 
+def multiclass_samples(images: np.ndarray, labels: np.ndarray,
+                       predictions: np.ndarray, class_names: tuple[str, ...],
+                       scores: np.ndarray, path: str) -> np.ndarray:
+  """Rows of image | label | prediction in class colours, with a legend."""
+  colors = plt.get_cmap("tab10").colors[:len(class_names)]
+  cmap = matplotlib.colors.ListedColormap(colors)
+  rows = len(images)
+  fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+  for i in range(rows):
+    image = images[i]
+    _show(axes[i, 0], image[..., 0] if image.shape[-1] == 1 else image, "image")
+    for ax, mask, name in ((axes[i, 1], labels[i], "label"), (
+        axes[i, 2], predictions[i], f"prediction, accuracy {scores[i]:.3f}")):
+      ax.imshow(mask, cmap=cmap, vmin=-0.5, vmax=len(class_names) - 0.5,
+                interpolation="nearest")
+      _show(ax, None, name)
+  axes[0, 2].legend(handles=[matplotlib.patches.Patch(color=c, label=n)
+                             for c, n in zip(colors, class_names)],
+                    loc="upper right", fontsize=6, framealpha=0.8)
+  return _save(fig, path)
+
+
+def colorization_samples(gray: np.ndarray, truth: np.ndarray,
+                         predictions: np.ndarray, scores: np.ndarray,
+                         path: str) -> np.ndarray:
+  """Rows of grayscale input | true colour | predicted colour, with PSNR."""
+  rows = len(gray)
+  fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+  for i in range(rows):
+    _show(axes[i, 0], gray[i][..., 0], "grayscale input")
+    _show(axes[i, 1], truth[i], "truth")
+    _show(axes[i, 2], predictions[i], f"prediction, PSNR {scores[i]:.2f} dB")
+  return _save(fig, path)
+
+
+def _show(ax, picture, title: str) -> None:
+  """An image panel (gray or RGB in [0, 1]) without axes."""
+  if picture is not None:
+    ax.imshow(picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+  ax.set_title(title, fontsize=8)
+  ax.axis("off")
+
+
 def _save(fig, path: str) -> np.ndarray:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.tight_layout()
