@@ -94,11 +94,10 @@ def matmul_gflops(matmul, repeats: int = 5) -> float:
 
 def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
   """One fresh process's measurements of the package's own train step."""
-  from unetjax import xla_flags  # pylint: disable=g-import-not-at-top
-  added = xla_flags.configure()
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed()
 
   started = time.perf_counter()
   config = load_config(config_name)
@@ -116,10 +115,11 @@ def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
 
   stream = batches()
   state = experiment.state
-  metrics = jax.device_put(experiment.task.metrics_class.empty(),
-                           parallel.replicated(experiment.mesh))
-  health = train.initial_health()
+  replicated = parallel.replicated(experiment.mesh)
+  metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
+  health = jax.device_put(train.initial_health(), replicated)
   batch = parallel.global_batch(next(stream), sharding)
+  build_s = time.perf_counter() - started
   compile_start = time.perf_counter()
   compiled = steps_fns.train.lower(state, metrics, health, batch).compile()
   compile_s = time.perf_counter() - compile_start
@@ -144,7 +144,7 @@ def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
   peak = matmul_gflops(lambda: product(a, a).block_until_ready())
   image = batch["image"]
   return dict(
-      framework="jax", config=config_name, xla_flags_added=added,
+      framework="jax", config=config_name,
       xla_flags=os.environ.get("XLA_FLAGS", ""),
       batch_size=config.batch_size, input_shape=list(image.shape[1:]),
       num_params=experiment.num_params,
@@ -402,8 +402,8 @@ def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
               machine=machine(), runs=runs, summary=summarize(runs))
 
 
-_MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s", "images_per_s",
-                "input_wait_fraction", "flops_per_step",
+_MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s",
+                "images_per_s", "input_wait_fraction", "flops_per_step",
                 "analytic_flops_per_step", "gflops_per_s",
                 "matmul_peak_gflops", "input_images_per_s",
                 "eval_images_per_s", "predict_images_per_s", "peak_rss_bytes",

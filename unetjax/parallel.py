@@ -10,16 +10,36 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from unetjax import xla_flags
 from unetjax.errors import ConfigError
 
 DATA_AXIS = "data"
 
 
 def initialize_distributed() -> None:
-  """Joins a multi-process run when the launcher set the coordinator."""
+  """Prepares JAX before its first computation: the package's XLA flags
+  (`unetjax.xla_flags`), then a multi-process run if the launcher set one.
+
+  `JAX_COORDINATOR_ADDRESS` (host:port of process 0) is read by JAX itself;
+  on a cluster JAX detects (SLURM, Open MPI, ...) that is all it needs. For
+  a plain launch, set `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` too. On CPU
+  the processes all-reduce through gloo, JAX's default CPU collectives.
+  """
+  xla_flags.configure()
   if (os.environ.get("JAX_COORDINATOR_ADDRESS")
       and not jax.distributed.is_initialized()):
-    jax.distributed.initialize()
+    jax.distributed.initialize(num_processes=_env_int("JAX_NUM_PROCESSES"),
+                               process_id=_env_int("JAX_PROCESS_ID"))
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value is None:
+    return None
+  if not value.isdigit():
+    raise ConfigError(f"environment variable {name}={value!r}: expected an "
+                      "integer >= 0")
+  return int(value)
 
 
 def make_mesh() -> Mesh:

@@ -1,0 +1,79 @@
+"""The fast layers compute what the plain Flax layers they replace compute."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from conftest import tiny_cells_config
+from unetjax import input_pipeline, train
+from unetjax.models import layers
+from unetjax.models.unet import UNet
+
+
+def test_upconv2x2_equals_conv_transpose_with_flipped_kernel():
+  up = layers.UpConv2x2(3, 5, rngs=nnx.Rngs(0))
+  up.bias[...] = jax.random.normal(jax.random.key(1), (5,))
+  plain = nnx.ConvTranspose(3, 5, kernel_size=(2, 2), strides=(2, 2),
+                            padding="VALID", rngs=nnx.Rngs(0))
+  plain.kernel[...] = up.kernel[...][::-1, ::-1]
+  plain.bias[...] = up.bias[...]
+  x = jax.random.normal(jax.random.key(2), (2, 4, 3, 3))
+  np.testing.assert_allclose(up(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_upconv2x2_gradients_equal_conv_transpose():
+  up = layers.UpConv2x2(4, 2, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(3), (2, 3, 3, 4))
+
+  def fast(kernel, x):
+    return jnp.sum(jnp.sin(jnp.einsum("nhwc,ijco->nhiwjo", x, kernel)
+                           .reshape(2, 6, 6, 2)))
+
+  def plain(kernel, x):
+    y = jax.lax.conv_transpose(x, kernel[::-1, ::-1], (2, 2), "VALID",
+                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(jnp.sin(y))
+
+  kernel = up.kernel[...]
+  for got, want in zip(jax.grad(fast, (0, 1))(kernel, x),
+                       jax.grad(plain, (0, 1))(kernel, x)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_upconv2x2_places_each_pixel_in_its_2x2_block():
+  up = layers.UpConv2x2(1, 1, rngs=nnx.Rngs(0))
+  up.kernel[...] = jnp.arange(1.0, 5.0).reshape(2, 2, 1, 1)
+  x = jnp.array([1.0, 10.0]).reshape(1, 1, 2, 1)
+  want = [[1, 2, 10, 20], [3, 4, 30, 40]]
+  np.testing.assert_array_equal(up(x)[0, ..., 0], want)
+
+
+def test_reference_unet_has_the_pytorch_models_parameter_count():
+  model = nnx.eval_shape(lambda: UNet(in_channels=1, num_outputs=1, depth=4,
+                                      features=32, batchnorm=True,
+                                      rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  assert sum(x.size for x in jax.tree.leaves(params)) == 7_762_465
+
+
+def first_step(dtype: str):
+  """Loss and state after one real train step computing in `dtype`."""
+  experiment = train.build_experiment(tiny_cells_config(dtype=dtype))
+  config = experiment.config
+  batch = next(input_pipeline.train_batches(
+      train.train_split(config, experiment.dataset),
+      batch_size=config.batch_size, seed=0, start_step=0,
+      augment_config=config.augment))
+  state, metrics, _ = train.jit_steps(experiment).train(
+      experiment.state, experiment.task.metrics_class.empty(),
+      train.initial_health(), batch)
+  return metrics.compute()["loss"], state
+
+
+def test_bfloat16_compute_keeps_float32_params_and_loss():
+  loss32, _ = first_step("float32")
+  loss16, state = first_step("bfloat16")
+  assert loss16.dtype == jnp.float32
+  np.testing.assert_allclose(loss16, loss32, rtol=0.02)
+  assert {x.dtype for x in jax.tree.leaves(state) if x.dtype.kind == "f"} == {
+      jnp.dtype(jnp.float32)}

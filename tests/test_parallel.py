@@ -1,0 +1,145 @@
+"""Data parallelism gives the 1-device result: 8 devices, and 2 processes.
+
+The sharded runs happen in subprocesses, since the device count and the
+distributed runtime are fixed when JAX starts; the 1-device reference runs
+in the test process. Tiny model, few steps: what is compared is the loss and
+every parameter after the same steps on the same batches.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_cells_config
+from unetjax import checkpointing, input_pipeline, parallel, train
+from unetjax.errors import ConfigError
+
+NUM_STEPS = 3
+TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+_RUN_HERE = ("import sys; sys.path.insert(0, {tests!r}); import test_parallel;"
+             " test_parallel.write_run({out!r}, {ckpt!r})")
+
+
+def tiny_config():
+  return tiny_cells_config(batch_size=8, eval_batch_size=8,
+                           **{"data.num_train": 16})
+
+
+def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
+  """Loss and parameters after NUM_STEPS train steps, on every process."""
+  experiment = train.build_experiment(tiny_config())
+  config = experiment.config
+  steps = train.jit_steps(experiment)
+  batches = input_pipeline.train_batches(
+      train.train_split(config, experiment.dataset),
+      batch_size=config.batch_size, seed=config.seed, start_step=0,
+      augment_config=config.augment, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  sharding = parallel.data_sharding(experiment.mesh)
+  state = experiment.state
+  replicated = parallel.replicated(experiment.mesh)
+  metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
+  health = jax.device_put(train.initial_health(), replicated)
+  for _ in range(NUM_STEPS):
+    state, metrics, health = steps.train(
+        state, metrics, health, parallel.global_batch(next(batches), sharding))
+  loss = float(metrics.compute()["loss"])
+  if checkpoint_dir:
+    mngr = checkpointing.manager(checkpoint_dir, keep=1,
+                                 best_metric=config.best_metric,
+                                 best_mode=config.best_mode)
+    checkpointing.save(mngr, NUM_STEPS, state, {"step": NUM_STEPS},
+                       {config.best_metric: loss})
+    mngr.wait_until_finished()
+    mngr.close()
+  return {"loss": np.float64(loss), **flat_params(state)}
+
+
+def flat_params(state) -> dict[str, np.ndarray]:
+  """Every float array of the model and optimizer state, by path."""
+  return {"/".join(map(str, path)): parallel.to_host(leaf)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+          if leaf.dtype.kind == "f"}
+
+
+def write_run(out: str, checkpoint_dir: str) -> None:
+  """Subprocess entry: joins the run if launched so, writes process 0's."""
+  parallel.initialize_distributed()
+  results = run_steps(checkpoint_dir)
+  if jax.process_index() == 0:
+    np.savez(out, devices=jax.device_count(), **results)
+
+
+def run_subprocesses(out: str, envs: list[dict[str, str]],
+                     checkpoint_dir: str = "") -> dict[str, np.ndarray]:
+  code = _RUN_HERE.format(tests=os.path.dirname(__file__), out=out,
+                          ckpt=checkpoint_dir)
+  procs = [subprocess.Popen([sys.executable, "-c", code],
+                            env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for env in envs]
+  for proc in procs:
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+  return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def one_device():
+  assert jax.device_count() == 1
+  return run_steps()
+
+
+def assert_same_run(got: dict[str, np.ndarray],
+                    want: dict[str, np.ndarray]) -> None:
+  assert set(got) - {"devices"} == set(want)
+  for key, value in want.items():
+    np.testing.assert_allclose(got[key], value, err_msg=key, **TOLERANCE)
+
+
+def test_training_sharded_over_8_devices_equals_one_device(one_device,
+                                                           tmp_path):
+  got = run_subprocesses(str(tmp_path / "run.npz"), [{
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}])
+  assert got["devices"] == 8
+  assert_same_run(got, one_device)
+
+
+def test_two_processes_equal_one_and_their_checkpoint_restores(one_device,
+                                                               tmp_path):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  envs = [{"JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+           "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
+          for i in range(2)]
+  workdir = str(tmp_path / "workdir")
+  got = run_subprocesses(str(tmp_path / "run.npz"), envs, workdir)
+  assert got["devices"] == 2
+  assert_same_run(got, one_device)
+
+  experiment = train.build_experiment(tiny_config())
+  mngr = checkpointing.manager(workdir, keep=1, best_metric="val/dice",
+                               best_mode="max", read_only=True)
+  state, meta = checkpointing.restore(mngr, NUM_STEPS, experiment.state)
+  assert meta["step"] == NUM_STEPS
+  restored = flat_params(state)
+  for key, value in restored.items():
+    np.testing.assert_array_equal(value, got[key], err_msg=key)
+
+
+def test_distributed_env_must_be_integers(monkeypatch):
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+  with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES='two'"):
+    parallel.initialize_distributed()
+
+
+def test_batch_not_divisible_by_devices_is_rejected(monkeypatch):
+  monkeypatch.setattr(jax, "device_count", lambda: 3)
+  with pytest.raises(ConfigError, match="batch_size=8 is not divisible"):
+    parallel.check_batch_size("batch_size", 8)
