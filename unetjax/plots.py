@@ -54,6 +54,30 @@ def segmentation_samples(images: np.ndarray, labels: np.ndarray,
   return _save(fig, path)
 
 
+def confusion_matrix(counts: np.ndarray, class_names: list[str], path: str,
+                     title: str = "") -> np.ndarray:
+  """Counts, rows the true class, shaded by their share of the row.
+
+  The shading is per-class recall, so a weak class stands out even when the
+  classes are unbalanced. Returns the figure as RGB pixels.
+  """
+  counts = np.asarray(counts)
+  size = max(4.0, 1.5 + 0.45 * len(counts))
+  fig, ax = plt.subplots(figsize=(size, size))
+  shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+  ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+  for (i, j), count in np.ndenumerate(counts):
+    ax.text(j, i, f"{count:.0f}", ha="center", va="center", fontsize=7,
+            color="white" if shares[i, j] > 0.5 else "black")
+  ticks = range(len(counts))
+  ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+  ax.set_yticks(ticks, class_names, fontsize=7)
+  ax.set_xlabel("predicted class")
+  ax.set_ylabel("true class")
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)
+
+
 def multiclass_samples(images: np.ndarray, labels: np.ndarray,
                        predictions: np.ndarray, class_names: tuple[str, ...],
                        scores: np.ndarray, path: str) -> np.ndarray:

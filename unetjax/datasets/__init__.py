@@ -20,6 +20,10 @@ from unetjax.registry import Registry
 
 DATASETS = Registry("dataset", "data.name", {
     "cells": "unetjax.datasets.cells:build",
+    "digits": "unetjax.datasets.digits:build",
+    "mnist": "unetjax.datasets.tfds_images:mnist",
+    "fashion_mnist": "unetjax.datasets.tfds_images:fashion_mnist",
+    "cifar10": "unetjax.datasets.tfds_images:cifar10",
     "isbi2012": "unetjax.datasets.isbi2012:build",
     "glas": "unetjax.datasets.glas:build",
     "folders": "unetjax.datasets.folders:build",

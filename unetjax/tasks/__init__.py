@@ -28,6 +28,7 @@ from unetjax.registry import Registry
 TASKS = Registry("task", "task.name", {
     "binary_segmentation": "unetjax.tasks.segmentation:BinarySegmentation",
     "segmentation": "unetjax.tasks.multiclass:MulticlassSegmentation",
+    "classification": "unetjax.tasks.classification:Classification",
 })
 
 

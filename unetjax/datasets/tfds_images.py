@@ -1,0 +1,82 @@
+"""Image classification sets from TensorFlow Datasets: mnist and friends.
+
+One builder serves every TFDS set with an `image` and a class `label`
+(registered: mnist, fashion_mnist, cifar10). The test split is TFDS's own;
+validation is the last `val_examples` of TFDS's train split (the classic
+55,000 / 5,000 MNIST split by default), training the rest. Images stay
+uint8 in memory (cifar10's train split is 150 MB that way, 600 MB as
+float32); the input pipeline scales them to [0, 1].
+
+TensorFlow Datasets is imported only when one of these sets is used.
+"""
+import functools
+
+import numpy as np
+
+from unetjax.datasets import Dataset, DataInfo, Split
+from unetjax.errors import ConfigError, DataError
+
+_READ_BATCH = 10_000  # examples per read; TFDS mock data can't batch all
+
+
+def build(tfds_name: str, *, val_examples: int = 5000, data_dir: str = "",
+          download: bool = True) -> Dataset:
+  """`data_dir` '' is TFDS's default (~/tensorflow_datasets)."""
+  if not isinstance(val_examples, int) or val_examples < 1:
+    raise ConfigError(f"data.val_examples={val_examples!r}: expected a "
+                      "positive integer")
+  builder = _tfds().builder(tfds_name, data_dir=data_dir or None)
+  info = DataInfo(
+      name=tfds_name,
+      num_classes=builder.info.features["label"].num_classes,
+      in_channels=builder.info.features["image"].shape[-1],
+      class_names=tuple(builder.info.features["label"].names))
+  read = functools.partial(read_split, builder, download=download)
+  train_and_val = functools.cache(lambda: read("train"))
+  loaders = {
+      "train": lambda: _cut(train_and_val(), val_examples, tfds_name)[0],
+      "val": lambda: _cut(train_and_val(), val_examples, tfds_name)[1],
+      "test": lambda: read("test"),
+  }
+  return Dataset(info, loaders)
+
+
+def read_split(builder, split: str, *, download: bool) -> Split:
+  """A whole TFDS split in memory: uint8 images, int32 labels."""
+  tfds = _tfds()
+  if download:
+    builder.download_and_prepare()
+  elif not builder.is_prepared():
+    raise DataError(f"TFDS dataset {builder.name!r} is not in "
+                    f"{builder.data_dir}; set data.download=True or "
+                    "data.data_dir to where it was prepared")
+  batches = tfds.as_numpy(builder.as_dataset(
+      split=split, batch_size=_READ_BATCH, as_supervised=True,
+      shuffle_files=False))
+  images, labels = zip(*batches)
+  count = sum(len(batch) for batch in labels)
+  return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32),
+               tuple(f"{split}_{i:05d}" for i in range(count)))
+
+
+def _cut(train: Split, val_examples: int, name: str) -> tuple[Split, Split]:
+  """(train less its last val_examples, those last val_examples)."""
+  if val_examples >= len(train):
+    raise ConfigError(f"data.val_examples={val_examples} but TFDS {name!r} "
+                      f"has only {len(train)} training examples")
+  keep = len(train) - val_examples
+  return (Split(train.images[:keep], train.labels[:keep], train.ids[:keep]),
+          Split(train.images[keep:], train.labels[keep:], train.ids[keep:]))
+
+
+@functools.cache
+def _tfds():
+  from unetjax import input_pipeline  # pylint: disable=g-import-not-at-top
+  input_pipeline.tensorflow()  # hides GPUs from TensorFlow before TFDS uses it
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+mnist = functools.partial(build, "mnist")
+fashion_mnist = functools.partial(build, "fashion_mnist")
+cifar10 = functools.partial(build, "cifar10")
