@@ -24,6 +24,7 @@ test: install
 	$(PY) -m pytest -q -n 2 tests
 
 bench: install
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) scripts/benchmark.py
 
 clean:
