@@ -1,9 +1,10 @@
 """ISBI-2012 EM membrane segmentation with a standard U-Net (~2.7M params).
 
 Reproduces the usual ISBI-2012 baseline: a SAME-padded U-Net of depth 4
-(19, 38, 76, 152, 304 features, BatchNorm) trained on random 256x256
-crops of 25 slices with flips and 90-degree turns, Adam under a triangular
-cyclical learning rate from 1e-5 to 1e-2 (two cycles of 300 steps).
+(19, 38, 76, 152, 304 features, BatchNorm: 2,738,186 parameters) trained
+on random 256x256 crops of 25 slices with flips and 90-degree turns, Adam
+under a triangular cyclical learning rate from 1e-5 to 1e-2 (two cycles of
+300 steps).
 Validation: the last 5 slices (fold 5 of 6), whole 512x512 slices.
 Elastic deformation (--config.augment.elastic=True) helps longer runs; it
 is off here because on 2 CPU cores it competes with training for time.

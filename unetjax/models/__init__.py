@@ -2,7 +2,8 @@
 
 Each model takes keyword arguments `in_channels`, `num_outputs`, `dtype`,
 `param_dtype` and `rngs` from the trainer, and the rest from
-`config.model`. Add a model: one module here and one line below.
+`config.model`; `config.model.spec` may name a JSON file holding them
+(unetjax/models/spec.py). Add a model: one module here and one line below.
 """
 import inspect
 
@@ -13,6 +14,7 @@ from flax import nnx
 
 from unetjax import config as config_lib
 from unetjax.errors import ConfigError
+from unetjax.models import spec
 from unetjax.registry import Registry
 
 MODELS = Registry("model", "model.name", {
@@ -30,7 +32,7 @@ def build(config: ml_collections.ConfigDict, *, in_channels: int,
           num_outputs: int, rngs: nnx.Rngs) -> nnx.Module:
   """The model named by config.model, its unknown keys rejected by name."""
   model_cls = MODELS.get(config.model.name)
-  kwargs = config_lib.section_kwargs(config.model)
+  kwargs = spec.resolve(config_lib.section_kwargs(config.model), model_cls)
   accepted = set(inspect.signature(model_cls.__init__).parameters)
   for key in kwargs:
     if key not in accepted or key in _FROM_TRAINER:

@@ -4,6 +4,7 @@ Dice and IoU conventions: an image whose truth and prediction are both
 empty scores 1 (perfect agreement); one with an empty truth but a non-empty
 prediction scores 0. The same holds for the set-level scores.
 
+The loss is bce_weight * BCE + dice_weight * (1 - soft Dice).
 Class weights scale each pixel's BCE by the weight of its true class
 (`pos_weight=w` is `class_weights=(1, w)`). A batch may carry a `valid`
 map (variable-size datasets, padded): pixels where it is 0 count in no
@@ -41,20 +42,28 @@ class BinarySegmentation:
   per_example_metric = "dice_per_image"
 
   def __init__(self, *, info, dice_weight: float = 0.0,
-               pos_weight: float = 1.0, class_weights: tuple[float, ...] = ()):
+               pos_weight: float = 1.0, class_weights: tuple[float, ...] = (),
+               bce_weight: float = 1.0, closeup_steps: int = 0):
     if info.num_classes != 2:
       raise ConfigError(
           f"task.name='binary_segmentation' needs a dataset with 2 classes; "
           f"data.name={info.name!r} has {info.num_classes}")
-    if dice_weight < 0 or pos_weight <= 0:
-      raise ConfigError(f"task.dice_weight={dice_weight} must be >= 0 and "
+    if dice_weight < 0 or bce_weight < 0 or pos_weight <= 0 or not (
+        dice_weight or bce_weight):
+      raise ConfigError(f"task.dice_weight={dice_weight}, task.bce_weight="
+                        f"{bce_weight}: expected >= 0, not both 0, and "
                         f"task.pos_weight={pos_weight} > 0")
+    if closeup_steps < 0:
+      raise ConfigError(f"task.closeup_steps={closeup_steps}: expected >= 0 "
+                        "(0: no close-up plot)")
     if class_weights and (len(class_weights) != 2 or pos_weight != 1.0
                           or min(class_weights) <= 0):
       raise ConfigError(
           f"task.class_weights={tuple(class_weights)}: expected two weights "
           "> 0 (background, foreground), and task.pos_weight left at 1")
     self.dice_weight = dice_weight
+    self.bce_weight = bce_weight
+    self.closeup_steps = closeup_steps
     self.class_weights = tuple(class_weights) or (1.0, pos_weight)
 
   def inputs(self, batch):
@@ -80,8 +89,9 @@ class BinarySegmentation:
     bce = optax.sigmoid_binary_cross_entropy(logits, truth)
     weights = jnp.where(truth > 0, self.class_weights[1],
                         self.class_weights[0]) * valid
-    per_example = jnp.sum(bce * weights, axis=(1, 2)) / jnp.maximum(
-        jnp.sum(valid, axis=(1, 2)), 1.0)
+    per_example = self.bce_weight * jnp.sum(
+        bce * weights, axis=(1, 2)) / jnp.maximum(
+            jnp.sum(valid, axis=(1, 2)), 1.0)
     if self.dice_weight:
       per_example += self.dice_weight * soft_dice_loss(
           jax.nn.sigmoid(logits), truth, valid=valid)
@@ -108,8 +118,15 @@ class BinarySegmentation:
     return {"samples": pixels}
 
   def learning_curves(self, records, plots_dir) -> None:
+    """learning_curves.png; with closeup_steps also the first steps alone."""
     plots.learning_curves(records, ["loss", "dice", "accuracy"],
                           os.path.join(plots_dir, "learning_curves.png"))
+    if self.closeup_steps:
+      plots.learning_curves(
+          records, ["accuracy", "loss"],
+          os.path.join(plots_dir, "learning_curves_closeup.png"),
+          steps=(0, self.closeup_steps),
+          title=f"first {self.closeup_steps} steps")
 
 
 def _crop(label, height, width):
