@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 REFERENCE = "reference"
+ORIGINAL = "original"
 _MATMUL_SIZE = 2048
 
 
@@ -49,10 +50,21 @@ def reference_config():
   return config
 
 
+def original_config():
+  """The paper-sized U-Net (64 base features, 31,036,481 parameters) on
+  512x512 inputs, batch 4: a GPU-sized job."""
+  config = reference_config()
+  config.model.features = 64
+  config.data.image_size = 512
+  config.batch_size = config.eval_batch_size = 4
+  return config
+
+
 def load_config(name: str):
-  """'reference', a config name under configs/, or a config file path."""
-  if name == REFERENCE:
-    return reference_config()
+  """A named config, a config name under configs/, or a config file path."""
+  named = {REFERENCE: reference_config, ORIGINAL: original_config}
+  if name in named:
+    return named[name]()
   path = name if name.endswith(".py") else os.path.join("configs",
                                                         f"{name}.py")
   if not os.path.exists(path):
@@ -92,7 +104,8 @@ def matmul_gflops(matmul, repeats: int = 5) -> float:
 # --- the JAX worker ----------------------------------------------------------
 
 
-def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
+def run_jax(config_name: str, steps: int, batch_size: int,
+            dtype: str = "") -> dict[str, Any]:
   """One fresh process's measurements of the package's own train step."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -103,6 +116,8 @@ def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
   config = load_config(config_name)
   if batch_size:
     config.batch_size = config.eval_batch_size = batch_size
+  if dtype:
+    config.dtype = dtype
   experiment = train.build_experiment(config)
   steps_fns = train.jit_steps(experiment)
   sharding = parallel.data_sharding(experiment.mesh)
@@ -144,7 +159,8 @@ def run_jax(config_name: str, steps: int, batch_size: int) -> dict[str, Any]:
   peak = matmul_gflops(lambda: product(a, a).block_until_ready())
   image = batch["image"]
   return dict(
-      framework="jax", config=config_name,
+      framework="jax", config=config_name, device=str(jax.devices()[0]),
+      dtype=config.dtype,
       xla_flags=os.environ.get("XLA_FLAGS", ""),
       batch_size=config.batch_size, input_shape=list(image.shape[1:]),
       num_params=experiment.num_params,
@@ -241,6 +257,7 @@ def _torch_spec(config, experiment, shape) -> dict[str, Any] | None:
               num_outputs=experiment.task.num_outputs,
               input_shape=[int(s) for s in shape],
               learning_rate=config.optimizer.learning_rate,
+              dtype=config.dtype,
               num_params=experiment.num_params)
 
 
@@ -254,22 +271,32 @@ _TORCH_DEFAULTS = dict(padding="SAME", kernel_size=3, convs_per_level=2,
 
 
 def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
-  """The same U-Net, loss and optimizer in PyTorch, on random batches."""
+  """The same U-Net, loss and optimizer in PyTorch, on random batches.
+
+  On a GPU if torch sees one; bfloat16 compute through autocast when the
+  JAX side computes in bfloat16.
+  """
   import torch  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
   torch.manual_seed(0)
-  model = _torch_unet(torch, spec)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  autocast = torch.autocast(device, dtype=torch.bfloat16,
+                            enabled=spec["dtype"] == "bfloat16")
+  model = _torch_unet(torch, spec).to(device)
   num_params = sum(p.numel() for p in model.parameters())
   optimizer = torch.optim.Adam(model.parameters(),
                                lr=spec["learning_rate"])
   loss_fn = torch.nn.BCEWithLogitsLoss()
   n, h, w, c = spec["input_shape"]
-  images = torch.rand(n, c, h, w)
-  labels = (torch.rand(n, spec["num_outputs"], h, w) > 0.5).float()
+  images = torch.rand(n, c, h, w, device=device)
+  labels = (torch.rand(n, spec["num_outputs"], h, w, device=device)
+            > 0.5).float()
 
   def step():
     optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model(images), labels)
+    with autocast:
+      logits = model(images)
+    loss = loss_fn(logits.float(), labels)
     loss.backward()
     optimizer.step()
     return loss.item()
@@ -278,12 +305,14 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
   step()
   first_step_s = time.perf_counter() - started
   step_s = median_seconds(step, steps)
-  a = torch.ones(_MATMUL_SIZE, _MATMUL_SIZE)
-  peak = matmul_gflops(lambda: torch.mm(a, a))
+  a = torch.ones(_MATMUL_SIZE, _MATMUL_SIZE, device=device)
+  peak = matmul_gflops(lambda: torch.mm(a, a).sum().item())
   model.eval()
-  with torch.no_grad():
-    predict_s = median_seconds(lambda: torch.sigmoid(model(images)), 3)
+  with torch.no_grad(), autocast:
+    predict_s = median_seconds(
+        lambda: torch.sigmoid(model(images)).sum().item(), 3)
   return dict(framework="torch", torch_version=torch.__version__,
+              device=device,
               torch_threads=torch.get_num_threads(), num_params=num_params,
               time_to_first_step_s=first_step_s, step_s=step_s,
               images_per_s=n / step_s, matmul_peak_gflops=peak,
@@ -387,12 +416,13 @@ def torch_available() -> bool:
 
 
 def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
-              with_torch: bool) -> dict[str, Any]:
+              dtype: str, with_torch: bool) -> dict[str, Any]:
   """Alternating fresh-process runs of JAX (and torch): all results."""
   runs = {"jax": [], "torch": []}
   for _ in range(repeats):
     jax_run = _run_worker(["jax", "--config", config_name, "--steps",
-                           str(steps), "--batch-size", str(batch_size)])
+                           str(steps), "--batch-size", str(batch_size),
+                           "--dtype", dtype])
     runs["jax"].append(jax_run)
     spec = jax_run.get("torch_spec")
     if with_torch and spec:
@@ -483,6 +513,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="fresh-process runs per framework")
   parser.add_argument("--batch-size", type=int, default=0,
                       help="override the config's batch size (0 keeps it)")
+  parser.add_argument("--dtype", default="",
+                      help="override the config's compute dtype (bfloat16)")
   parser.add_argument("--frameworks", default="jax,torch")
   parser.add_argument("--json", default="",
                       help="also write all results to this file")
@@ -495,7 +527,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.worker == "jax":
-    print(json.dumps(run_jax(args.config, args.steps, args.batch_size)))
+    print(json.dumps(run_jax(args.config, args.steps, args.batch_size,
+                             args.dtype)))
     return
   if args.worker == "torch":
     print(json.dumps(run_torch(json.loads(args.spec), args.steps)))
@@ -506,7 +539,8 @@ def main(argv: list[str] | None = None) -> None:
           file=sys.stderr)
     with_torch = False
   result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
-                     batch_size=args.batch_size, with_torch=with_torch)
+                     batch_size=args.batch_size, dtype=args.dtype,
+                     with_torch=with_torch)
   print(table(result))
   if args.json:
     with open(args.json, "w") as f:
