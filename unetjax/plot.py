@@ -1,0 +1,89 @@
+"""Redraw learning curves from a run's logs: `python -m unetjax.plot`.
+
+  python -m unetjax.plot --workdir workdirs/cells --steps 0:200
+  python -m unetjax.plot --workdir runs/bn_on --workdir runs/bn_off \
+      --metrics loss,dice --out bn.png
+
+Reads `workdir/history.jsonl` (every scalar training logged, the same
+values as the TensorBoard events, without TensorFlow) and draws one panel
+per metric, train and val, for any step range: the close-up of the first
+steps is a common request. Several workdirs are overlaid, one colour each.
+"""
+import os
+import sys
+
+from absl import app, flags
+
+from unetjax import history, plots
+from unetjax.errors import ConfigError, UnetjaxError, WorkdirError
+
+FLAGS = flags.FLAGS
+
+
+def parse_steps(text: str) -> tuple[float, float] | None:
+  """'100:500', ':500', '100:' or '' -> an inclusive step range."""
+  if not text:
+    return None
+  start, sep, end = text.partition(":")
+  try:
+    if not sep:
+      raise ValueError
+    return (float(start) if start else 0.0,
+            float(end) if end else float("inf"))
+  except ValueError:
+    raise ConfigError(f"--steps={text!r}: expected START:END, e.g. 0:500"
+                      ) from None
+
+
+def plot_workdirs(workdirs: list[str], out: str, *, steps: str = "",
+                  metrics: list[str] | None = None) -> str:
+  """Draws the curves of `workdirs` into `out`; returns the metrics drawn."""
+  runs = {}
+  for workdir in workdirs:
+    records = history.read(workdir)
+    if not records:
+      raise WorkdirError(f"{os.path.join(workdir, history.FILENAME)} is "
+                         "missing or empty: is this a training workdir?")
+    runs[os.path.basename(os.path.normpath(workdir))] = records
+  logged = sorted({key.split("/", 1)[1] for records in runs.values()
+                   for record in records for key in record if "/" in key})
+  metrics = metrics or [m for m in logged if m != "learning_rate"]
+  unknown = [m for m in metrics if m not in logged]
+  if unknown:
+    raise ConfigError(f"--metrics: {unknown} not logged; the runs have "
+                      f"{logged}")
+  plots.compare_curves(runs if len(runs) > 1 else {"": runs.popitem()[1]},
+                       metrics, out, parse_steps(steps),
+                       title=f"steps {steps}" if steps else "")
+  return metrics
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  steps = FLAGS.steps.replace(":", "-") if FLAGS.steps else "all"
+  out = FLAGS.out or os.path.join(FLAGS.workdir[0], "plots",
+                                  f"curves_{steps}.png")
+  try:
+    metrics = plot_workdirs(FLAGS.workdir, out, steps=FLAGS.steps,
+                            metrics=FLAGS.metrics)
+  except UnetjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"Drew {', '.join(metrics)} to {out}")
+
+
+def run():
+  """Console-script entry point (`unetjax-plot`); flags defined here so
+  the tools, which share flag names, can be imported together."""
+  flags.DEFINE_multi_string("workdir", None, "Workdir(s); repeat to overlay.",
+                            required=True)
+  flags.DEFINE_string("steps", "", "Step range START:END, e.g. 0:500.")
+  flags.DEFINE_list("metrics", None, "Metrics to draw; default all logged.")
+  flags.DEFINE_string("out", None, "PNG path; default "
+                      "<first workdir>/plots/curves_<steps>.png.")
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
