@@ -116,3 +116,12 @@ def test_jax_worker_measures_the_packages_train_step(tmp_path):
               "eval_images_per_s", "predict_images_per_s", "peak_rss_bytes",
               "device_memory_bytes"):
     assert result[key] > 0, key
+
+
+def test_set_overrides_config_values_and_rejects_unknown_keys():
+  config = benchmark.load_config(benchmark.REFERENCE)
+  benchmark.override(config, ["data.image_size=64", "augment.flip=False",
+                              "model.name=unet"])
+  assert (config.data.image_size, config.augment.flip) == (64, False)
+  with pytest.raises(ConfigError, match="--set data.nokey=1"):
+    benchmark.override(config, ["data.nokey=1"])

@@ -14,6 +14,7 @@ cross-checked with a count of the convolutions and matmuls in the traced
 model, and are compared with a float32 matmul peak measured in each run.
 """
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -104,8 +105,30 @@ def matmul_gflops(matmul, repeats: int = 5) -> float:
 # --- the JAX worker ----------------------------------------------------------
 
 
+def override(config, assignments: list[str]) -> None:
+  """Applies `key=value` settings (Python literals) to existing keys only."""
+  from unetjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  config.lock()  # a misspelt key fails instead of adding a new one
+  for assignment in assignments:
+    key, _, text = assignment.partition("=")
+    *parents, leaf = key.split(".")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    try:
+      section = config_lib.lookup(config, ".".join(parents)) if parents \
+          else config
+      section[leaf] = value
+    except (KeyError, AttributeError, TypeError) as e:
+      raise ConfigError(f"--set {assignment}: {e}") from None
+  config.unlock()
+
+
 def run_jax(config_name: str, steps: int, batch_size: int,
-            dtype: str = "") -> dict[str, Any]:
+            dtype: str = "", assignments: tuple[str, ...] = ()
+            ) -> dict[str, Any]:
   """One fresh process's measurements of the package's own train step."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -118,6 +141,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
     config.batch_size = config.eval_batch_size = batch_size
   if dtype:
     config.dtype = dtype
+  override(config, list(assignments))
   experiment = train.build_experiment(config)
   steps_fns = train.jit_steps(experiment)
   sharding = parallel.data_sharding(experiment.mesh)
@@ -416,13 +440,15 @@ def torch_available() -> bool:
 
 
 def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
-              dtype: str, with_torch: bool) -> dict[str, Any]:
+              dtype: str, assignments: list[str],
+              with_torch: bool) -> dict[str, Any]:
   """Alternating fresh-process runs of JAX (and torch): all results."""
   runs = {"jax": [], "torch": []}
   for _ in range(repeats):
     jax_run = _run_worker(["jax", "--config", config_name, "--steps",
                            str(steps), "--batch-size", str(batch_size),
-                           "--dtype", dtype])
+                           "--dtype", dtype,
+                           *[f"--set={a}" for a in assignments]])
     runs["jax"].append(jax_run)
     spec = jax_run.get("torch_spec")
     if with_torch and spec:
@@ -515,6 +541,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help="override the config's batch size (0 keeps it)")
   parser.add_argument("--dtype", default="",
                       help="override the config's compute dtype (bfloat16)")
+  parser.add_argument("--set", action="append", default=[],
+                      metavar="KEY=VALUE",
+                      help="override a config value, e.g. data.dir=/data")
   parser.add_argument("--frameworks", default="jax,torch")
   parser.add_argument("--json", default="",
                       help="also write all results to this file")
@@ -528,7 +557,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.worker == "jax":
     print(json.dumps(run_jax(args.config, args.steps, args.batch_size,
-                             args.dtype)))
+                             args.dtype, args.set)))
     return
   if args.worker == "torch":
     print(json.dumps(run_torch(json.loads(args.spec), args.steps)))
@@ -540,7 +569,7 @@ def main(argv: list[str] | None = None) -> None:
     with_torch = False
   result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
                      batch_size=args.batch_size, dtype=args.dtype,
-                     with_torch=with_torch)
+                     assignments=args.set, with_torch=with_torch)
   print(table(result))
   if args.json:
     with open(args.json, "w") as f:
