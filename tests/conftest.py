@@ -1,9 +1,15 @@
 """Shared test helpers: tiny configs that compile and train in seconds."""
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One persistent XLA cache for the suite and the CLI processes it starts:
+# compiling (seconds per initializer on 2 cores) dominates these tiny runs.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), "unetjax-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ISBI_DIR = os.environ.get(

@@ -1,11 +1,14 @@
 """Orbax checkpoints of the whole train state under `workdir/checkpoints`.
 
 A checkpoint holds the model and optimizer state (which includes the
-dropout RNG state) and a small JSON record: the step and how many training
-examples were consumed. Because the data order is a pure function of
-(seed, step), that is enough to resume exactly. Orbax writes each step to a
-temporary directory and renames it when complete, so a crash mid-write
-leaves no checkpoint that would be picked up.
+dropout RNG state), the training loop's own device state (the train-metric
+accumulator of the current log window and the numerical-health counters)
+and a small JSON record: the step, how many training examples were consumed
+and the scalars last logged. Because the data order is a pure function of
+(seed, step), that is enough to resume bit-exactly, wherever the run
+stopped. Orbax writes each step to a temporary directory and renames it
+when complete, so a crash mid-write leaves no checkpoint that would be
+picked up; the manager removes such leftovers when it starts.
 """
 import os
 from typing import Any
@@ -31,32 +34,52 @@ def manager(workdir: str, *, keep: int, best_metric: str, best_mode: str,
   ])
   options = ocp.CheckpointManagerOptions(
       best_fn=metric, best_mode=best_mode, preservation_policy=policy,
-      read_only=read_only, create=not read_only)
+      read_only=read_only, create=not read_only,
+      cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any,
-         meta: dict[str, Any], metrics: dict[str, float] | None) -> None:
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics=metrics, force=True)
+         meta: dict[str, Any], metrics: dict[str, float] | None,
+         loop: Any = None) -> None:
+  """Starts an asynchronous save; `metrics` None keeps it out of BestN."""
+  items = {"state": ocp.args.StandardSave(state),
+           "meta": ocp.args.JsonSave(meta)}
+  if loop is not None:
+    items["loop"] = ocp.args.StandardSave(loop)
+  mngr.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+            force=True)
 
 
 def restore(mngr: ocp.CheckpointManager, step: int,
             abstract_state: Any) -> tuple[Any, dict[str, Any]]:
   """The state and record saved at `step`, shaped like `abstract_state`."""
+  restored = _restore(mngr, step, state=ocp.args.StandardRestore(
+      abstract_state), meta=ocp.args.JsonRestore())
+  return restored["state"], restored["meta"]
+
+
+def restore_training(mngr: ocp.CheckpointManager, step: int,
+                     abstract_state: Any, abstract_loop: Any
+                     ) -> tuple[Any, Any, dict[str, Any]]:
+  """State, training-loop state and record: everything a resume needs."""
+  restored = _restore(
+      mngr, step, state=ocp.args.StandardRestore(abstract_state),
+      loop=ocp.args.StandardRestore(abstract_loop),
+      meta=ocp.args.JsonRestore())
+  return restored["state"], restored["loop"], restored["meta"]
+
+
+def _restore(mngr: ocp.CheckpointManager, step: int, **items) -> Any:
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        meta=ocp.args.JsonRestore()))
+    return mngr.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # Orbax raises many types for a bad checkpoint.
     path = os.path.join(str(mngr.directory), str(step))
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise CheckpointError(
         f"checkpoint {path} cannot be restored into this model: "
         f"{first_line[:300]}") from e
-  return restored["state"], restored["meta"]
 
 
 def resolve_step(mngr: ocp.CheckpointManager, which: str) -> int:

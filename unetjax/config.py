@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.best_metric = "val/loss"
   config.best_mode = "min"
   config.num_sample_images = 6
+  # A non-finite loss, gradient or parameter stops training (DivergenceError)
+  # unless this is True: then that step's update is skipped and counted.
+  config.skip_nonfinite_updates = False
   config.dtype = "float32"  # compute dtype; bfloat16 on GPU/TPU
   config.param_dtype = "float32"
   return config
@@ -92,6 +95,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("num_steps and num_epochs are both 0; set one of them")
   _check(config, "optimizer.learning_rate", lambda v: v > 0, "a number > 0")
   _check(config, "best_mode", lambda v: v in ("min", "max"), "'min' or 'max'")
+  _check(config, "skip_nonfinite_updates", lambda v: isinstance(v, bool),
+         "True or False")
   _check(config, "dtype", lambda v: v in _DTYPES, f"one of {_DTYPES}")
   _check(config, "param_dtype", lambda v: v in _DTYPES, f"one of {_DTYPES}")
   for section in ("model", "data", "task"):

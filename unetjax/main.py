@@ -1,7 +1,10 @@
 """Command line: `python -m unetjax.main --config configs/X.py --workdir W`.
 
 Any config value can be overridden with `--config.key=value`. Problems the
-user can fix are reported in one line, without a traceback, and exit 1.
+user can fix (a bad flag, config, data file, checkpoint or workdir) are
+reported in one line, without a traceback, and exit 1. SIGTERM or SIGINT
+save a checkpoint and exit 128 + the signal number; re-running the same
+command resumes.
 """
 import logging as std_logging
 import sys
@@ -9,13 +12,17 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from unetjax.errors import UnetjaxError
+from unetjax.errors import TrainingStopped, UnetjaxError
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/default.py.",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots.")
+flags.DEFINE_bool(
+    "fresh", False, "When --workdir holds a different experiment, train in "
+    "the first of WORKDIR-2, WORKDIR-3, ... that is new or holds this one "
+    "(so the same command resumes there). Nothing is deleted.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,26 +33,70 @@ def quiet_library_logs() -> None:
       or record.levelno >= std_logging.WARNING)
 
 
+def fail(message: str) -> None:
+  """The CLI's way out for a user error: one line on stderr, exit 1."""
+  print(f"error: {' '.join(message.splitlines())}", file=sys.stderr)
+  sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every problem reported as one line.
+
+  ml_collections raises a bare KeyError/AttributeError for an override of
+  a key the config does not have; name the flag instead.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e).splitlines()[0])
+  except (AttributeError, KeyError) as e:
+    key = str(e).strip("\"'")
+    culprits = [arg.split("=")[0] for arg in argv[1:]
+                if arg.startswith("--config.")
+                and key in arg.split("=")[0].split(".")]
+    fail(f"{' '.join(culprits) or key}: the config has no key {key!r}")
+
+
+def load_config():
+  """The --config file with its overrides; a file that fails is one line."""
+  try:
+    return _CONFIG.value
+  except (UnetjaxError, OSError, SyntaxError, AttributeError,
+          TypeError) as e:
+    fail(f"--config={FLAGS['config'].serialize().split('=', 1)[-1]} cannot be "
+         f"loaded: {' '.join(str(e).split())[:300]}")
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    fail(f"unexpected arguments: {' '.join(argv[1:])} (options are "
+         "--config, --workdir, --fresh and --config.KEY=VALUE)")
   quiet_library_logs()
-  from unetjax import train  # pylint: disable=g-import-not-at-top
-  logging.info("Config:\n%s", _CONFIG.value)
+  config = load_config()
+  from unetjax import train, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  logging.info("Config:\n%s", config)
+  workdir = FLAGS.workdir
   try:
-    final = train.train_and_evaluate(_CONFIG.value, FLAGS.workdir)
+    if FLAGS.fresh:
+      workdir = workdir_lib.fresh_sibling(workdir, config)
+      if workdir != FLAGS.workdir:
+        print(f"{FLAGS.workdir} holds a different experiment; training in "
+              f"{workdir}.", flush=True)
+    final = train.train_and_evaluate(config, workdir)
   except UnetjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(f"Done. Results in {FLAGS.workdir}: metrics.json, plots/, "
-        f"checkpoints/ (TensorBoard: tensorboard --logdir {FLAGS.workdir})")
+    fail(str(e))
+  except TrainingStopped as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + e.signum)
+  print(f"Done. Results in {workdir}: metrics.json, plots/, "
+        f"checkpoints/ (TensorBoard: tensorboard --logdir {workdir})")
   print("Final val metrics: " + ", ".join(
       f"{k} {v:.4f}" for k, v in final["val"].items()))
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-train`)."""
-  app.run(main)
+  app.run(main, argv=argv, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,22 @@ The hot loop runs one jitted step per batch on a split NNX state
 (`nnx.split` once, `nnx.merge` inside the traced function): no Python graph
 walking per step, no host sync except at log and eval intervals, and the
 state buffers donated. Metrics accumulate on device in CLU collections.
+
+Reliability (docs/reliability.md): the step also records, on device, the
+first step whose loss, gradient or updated parameter was not finite; the
+host looks at it only when it logs or saves, so a diverged state is never
+checkpointed. SIGTERM and SIGINT end the run after the current step with a
+checkpoint, and a checkpoint holds everything the loop carries, so stopped,
+killed and uninterrupted runs end bit-identical on CPU.
 """
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Iterator
 
@@ -18,14 +28,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from clu import metric_writers, periodic_actions
-from flax import nnx
+from flax import nnx, serialization
 
 from unetjax import checkpointing
 from unetjax import config as config_lib
 from unetjax import datasets, history, input_pipeline, models, optimizers
 from unetjax import parallel, schedules, tasks, workdir as workdir_lib
 from unetjax import augment
-from unetjax.errors import ConfigError
+from unetjax.errors import ConfigError, DivergenceError, TrainingStopped
 from unetjax.metrics import scalars
 
 
@@ -95,8 +105,15 @@ def _check_input_shape(model, config, split: datasets.Split) -> None:
 # --- the jitted functions --------------------------------------------------
 
 
-def train_step(graphdef, task, state, metrics, batch):
-  """One optimizer step; returns the new state and the updated metrics."""
+def train_step(graphdef, task, skip_nonfinite, state, metrics, health,
+               batch):
+  """One optimizer step; returns the new state, metrics and health.
+
+  With `skip_nonfinite` a step with any non-finite quantity leaves the
+  state and metrics as they were (like `optax.apply_if_finite`, but for the
+  whole state: BatchNorm statistics and RNG counts too).
+  """
+  before = jax.tree.leaves(state)
   model, optimizer = nnx.merge(graphdef, state)
   model.train()
 
@@ -104,11 +121,18 @@ def train_step(graphdef, task, state, metrics, batch):
     logits = model(task.inputs(batch))
     return task.loss_and_outputs(logits, batch)
 
-  (_, outputs), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  (loss, outputs), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
   optimizer.update(model, grads)
-  metrics = metrics.merge(
+  new_state = nnx.state((model, optimizer))
+  new_metrics = metrics.merge(
       task.metrics_class.single_from_model_output(**outputs))
-  return nnx.state((model, optimizer)), metrics
+  bad = nonfinite_flags(loss, grads, nnx.state(model, nnx.Param))
+  if skip_nonfinite:
+    after, new_metrics = jax.lax.cond(
+        bad.any(), lambda: (before, metrics),
+        lambda: (jax.tree.leaves(new_state), new_metrics))
+    new_state = jax.tree.unflatten(jax.tree.structure(new_state), after)
+  return new_state, new_metrics, record_health(health, bad)
 
 
 def eval_step(graphdef, task, state, batch):
@@ -139,12 +163,67 @@ class Steps:
 def jit_steps(experiment: Experiment) -> Steps:
   bound = (experiment.graphdef, experiment.task)
   replicated = parallel.replicated(experiment.mesh)
+  skip = experiment.config.skip_nonfinite_updates
   return Steps(
-      train=jax.jit(functools.partial(train_step, *bound),
-                    donate_argnums=(0, 1),
-                    out_shardings=(replicated, replicated)),
+      train=jax.jit(functools.partial(train_step, *bound, skip),
+                    donate_argnums=(0, 1, 2),
+                    out_shardings=(replicated,) * 3),
       eval=jax.jit(functools.partial(eval_step, *bound)),
       predict=jax.jit(functools.partial(predict_step, *bound)))
+
+
+# --- numerical health --------------------------------------------------------
+
+
+def initial_health() -> dict[str, jax.Array]:
+  """Steps taken, the first with a non-finite quantity (0: none), which one
+  (an index into `quantity_names`) and how many steps had one."""
+  return {key: jnp.zeros((), jnp.int32) for key in
+          ("step", "first_bad_step", "first_bad_quantity", "bad_steps")}
+
+
+def nonfinite_flags(loss, grads, params) -> jax.Array:
+  """One flag per quantity: the loss, each gradient, each updated param."""
+  leaves = [loss] + jax.tree.leaves(grads) + jax.tree.leaves(params)
+  return jnp.stack([~jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def record_health(health, bad) -> dict[str, jax.Array]:
+  step = health["step"] + 1
+  first = (health["first_bad_step"] == 0) & bad.any()
+  return {"step": step,
+          "first_bad_step": jnp.where(first, step, health["first_bad_step"]),
+          "first_bad_quantity": jnp.where(first, jnp.argmax(bad),
+                                          health["first_bad_quantity"]),
+          "bad_steps": health["bad_steps"] + bad.any()}
+
+
+def quantity_names(experiment: "Experiment") -> list[str]:
+  """What each of `nonfinite_flags` is about, for the error message."""
+  model, _ = nnx.merge(experiment.graphdef, experiment.state)
+  paths = [".".join(str(k) for k in path) for path, _ in
+           nnx.to_flat_state(nnx.state(model, nnx.Param))]
+  return (["loss"] + [f"the gradient of {p}" for p in paths]
+          + [f"parameter {p} after the update" for p in paths])
+
+
+def check_health(health, names: list[str], skip_nonfinite: bool,
+                 last_checkpoint: int | None) -> int:
+  """Raises DivergenceError on a non-finite step unless skipping those.
+
+  Returns the number of skipped steps. Syncs with the device: call it when
+  logging or saving, not every step.
+  """
+  first = int(health["first_bad_step"])
+  if first and not skip_nonfinite:
+    kept = (f"checkpoint {last_checkpoint} is kept" if last_checkpoint
+            else "no checkpoint was saved")
+    raise DivergenceError(
+        f"training diverged at step {first}: "
+        f"{names[int(health['first_bad_quantity'])]} is not finite (nan or "
+        f"inf); stopped without saving, {kept} (lower "
+        "optimizer.learning_rate, or set skip_nonfinite_updates=True)")
+  return int(health["bad_steps"])
 
 
 # --- evaluation ------------------------------------------------------------
@@ -181,18 +260,42 @@ def first_predictions(experiment: Experiment, steps: Steps, state,
   return batch, parallel.to_host(predictions)[:count], outputs
 
 
+def restore_workdir(workdir: str,
+                    checkpoint: str) -> tuple[Experiment, Any, int]:
+  """A workdir's experiment, its state from checkpoint 'best', 'latest' or
+  a step, and that step: what the evaluate and predict tools start from.
+
+  The checkpoint is looked up before the experiment is built, so a workdir
+  without it fails fast with CheckpointError.
+  """
+  config = config_lib.load_saved(workdir)
+  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
+                               best_metric=config.best_metric,
+                               best_mode=config.best_mode, read_only=True)
+  with contextlib.closing(mngr):
+    step = checkpointing.resolve_step(mngr, checkpoint)
+    experiment = build_experiment(config)
+    state, _ = checkpointing.restore(mngr, step, experiment.state)
+  return experiment, state, step
+
+
 # --- the training loop -----------------------------------------------------
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the experiment in `workdir`; returns final metrics."""
+  """Trains (or resumes) the experiment in `workdir`; returns final metrics.
+
+  The workdir is checked before anything is built and written to only
+  after the experiment was built, so a rejected run changes nothing.
+  """
   parallel.initialize_distributed()
   workdir = os.path.abspath(workdir)
   config_lib.validate(config)
   with workdir_lib.locked(workdir):
+    workdir_lib.check_config(workdir, config)
     experiment = build_experiment(config)
-    workdir_lib.save_or_check_config(workdir, config)
+    workdir_lib.save_config(workdir, config)
     return _train(experiment, workdir)
 
 
@@ -200,77 +303,149 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
   config = experiment.config
   logging.info("Model %s:\n%s", config.model.name, experiment.summary)
   _write_text(os.path.join(workdir, "model_summary.txt"), experiment.summary)
-  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
-                               best_metric=config.best_metric,
-                               best_mode=config.best_mode)
-  state, start_step, seconds_before = _restore_or_init(experiment, mngr)
-  history.truncate_after(workdir, start_step)
-  writer = _writer(workdir)
-  if start_step == 0:
-    writer.write_hparams(config_lib.flat_items(config.to_dict()))
-  steps = jit_steps(experiment)
-  train = train_split(config, experiment.dataset)
-  val = experiment.dataset.split("val")
-  batches = input_pipeline.train_batches(
-      train, batch_size=config.batch_size, seed=config.seed,
-      start_step=start_step, augment_config=config.augment,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  sharding = parallel.data_sharding(experiment.mesh)
-  report = periodic_actions.ReportProgress(
-      num_train_steps=experiment.num_steps, writer=writer,
-      every_steps=config.log_every_steps)
   replicated = parallel.replicated(experiment.mesh)
 
   def empty_metrics():  # a new one each time: the train step donates it
     return jax.device_put(experiment.task.metrics_class.empty(), replicated)
 
-  train_metrics = empty_metrics()
-  logged: dict[str, float] = {}
-  train_seconds = 0.0
-  started = time.perf_counter()
-  for step in range(start_step + 1, experiment.num_steps + 1):
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      batch = parallel.global_batch(next(batches), sharding)
-      state, train_metrics = steps.train(state, train_metrics, batch)
-    report(step)
-    last = step == experiment.num_steps
-    if step % config.log_every_steps == 0 or last:
-      logged.update(_prefixed("train", scalars(train_metrics.compute())))
-      logged["train/learning_rate"] = float(experiment.schedule(step - 1))
-      writer.write_scalars(step, {k: v for k, v in logged.items()
-                                  if k.startswith("train/")})
-      train_metrics = empty_metrics()
-    if step % config.eval_every_steps == 0 or last:
-      train_seconds += time.perf_counter() - started
-      val_metrics = evaluate(experiment, steps, state, val)
-      logged.update(_prefixed("val", scalars(val_metrics)))
-      writer.write_scalars(step, {k: v for k, v in logged.items()
-                                  if k.startswith("val/")})
-      meta = {"step": step, "examples_seen": step * config.batch_size,
-              "train_seconds": seconds_before + train_seconds}
-      checkpointing.save(mngr, step, state, meta, dict(logged))
-      _draw(experiment, steps, state, val, val_metrics, workdir, writer, step)
-      writer.flush()
+  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
+                               best_metric=config.best_metric,
+                               best_mode=config.best_mode)
+  with contextlib.closing(mngr):
+    state, loop, meta = _restore_or_init(experiment, mngr, _loop_tree(
+        empty_metrics(), jax.device_put(initial_health(), replicated)))
+    train_metrics = serialization.from_state_dict(empty_metrics(),
+                                                  loop["train_metrics"])
+    health = loop["health"]
+    start_step, seconds_before = meta["step"], meta["train_seconds"]
+    logged: dict[str, float] = meta["logged"]
+    history.truncate_after(workdir, start_step)
+    writer = _writer(workdir)
+    with contextlib.closing(writer), _StopSignals() as stop:
+      if start_step == 0:
+        writer.write_hparams(config_lib.flat_items(config.to_dict()))
+      steps = jit_steps(experiment)
+      names = quantity_names(experiment)
+      skip = config.skip_nonfinite_updates
+      val = experiment.dataset.split("val")
+      batches = input_pipeline.train_batches(
+          train_split(config, experiment.dataset),
+          batch_size=config.batch_size, seed=config.seed,
+          start_step=start_step, augment_config=config.augment,
+          process_index=jax.process_index(),
+          process_count=jax.process_count())
+      sharding = parallel.data_sharding(experiment.mesh)
+      report = periodic_actions.ReportProgress(
+          num_train_steps=experiment.num_steps, writer=writer,
+          every_steps=config.log_every_steps)
+
+      def save(step, metrics):
+        """Checks the state is finite, then starts an async save."""
+        check_health(health, names, skip, mngr.latest_step())
+        meta = {"step": step, "examples_seen": step * config.batch_size,
+                "train_seconds": seconds_before + train_seconds,
+                "logged": logged}
+        checkpointing.save(mngr, step, state, meta, metrics,
+                           _loop_tree(train_metrics, health))
+
+      train_seconds = 0.0
       started = time.perf_counter()
-  mngr.wait_until_finished()
-  final = _final_metrics(experiment, steps, state, workdir, logged,
-                         train_seconds, seconds_before, start_step, mngr)
-  writer.close()
-  mngr.close()
-  return final
+      for step in range(start_step + 1, experiment.num_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = parallel.global_batch(next(batches), sharding)
+          state, train_metrics, health = steps.train(
+              state, train_metrics, health, batch)
+        report(step)
+        last = step == experiment.num_steps
+        if step % config.log_every_steps == 0 or last:
+          skipped = check_health(health, names, skip, mngr.latest_step())
+          logged.update(_prefixed("train", scalars(train_metrics.compute())))
+          logged["train/learning_rate"] = float(experiment.schedule(step - 1))
+          if skip:
+            logged["train/skipped_updates"] = skipped
+          writer.write_scalars(step, {k: v for k, v in logged.items()
+                                      if k.startswith("train/")})
+          train_metrics = empty_metrics()
+        if step % config.eval_every_steps == 0 or last:
+          train_seconds += time.perf_counter() - started
+          check_health(health, names, skip, mngr.latest_step())
+          val_metrics = evaluate(experiment, steps, state, val)
+          logged.update(_prefixed("val", scalars(val_metrics)))
+          writer.write_scalars(step, {k: v for k, v in logged.items()
+                                      if k.startswith("val/")})
+          save(step, dict(logged))
+          writer.flush()  # the curves are drawn from the flushed history
+          _draw(experiment, steps, state, val, val_metrics, workdir, writer,
+                step)
+          writer.flush()
+          started = time.perf_counter()
+        if stop.signum:
+          train_seconds += time.perf_counter() - started
+          if mngr.latest_step() != step:
+            save(step, None)  # no metrics: kept as latest, never as best
+          mngr.wait_until_finished()
+          writer.flush()
+          raise TrainingStopped(step, stop.signum)
+      mngr.wait_until_finished()
+      return _final_metrics(experiment, steps, state, workdir, logged,
+                            train_seconds, seconds_before, start_step, mngr)
 
 
-def _restore_or_init(experiment: Experiment,
-                     mngr) -> tuple[Any, int, float]:
-  """The state to start from, its step and the training time spent so far."""
+class _StopSignals:
+  """Turns the first SIGTERM or SIGINT into a flag the loop checks.
+
+  The loop then saves and exits cleanly; a second signal acts as usual
+  (a second Ctrl-C interrupts at once). Signals can only be caught in the
+  main thread; elsewhere this does nothing.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self._handle)
+                        for s in self.SIGNALS}
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+    print(f"Got {signal.Signals(signum).name}: stopping after this step "
+          "and saving a checkpoint.", flush=True)
+    self._restore()
+
+  def _restore(self):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._previous = {}
+
+  def __exit__(self, *exc):
+    self._restore()
+
+
+def _loop_tree(train_metrics, health) -> dict[str, Any]:
+  """What the loop carries between steps, as a tree Orbax can save."""
+  return {"train_metrics": serialization.to_state_dict(train_metrics),
+          "health": health}
+
+
+def _restore_or_init(experiment: Experiment, mngr,
+                     loop: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+  """State, loop state and record (step, train_seconds, logged) to go on."""
   latest = mngr.latest_step()
   if latest is None:
     logging.info("Starting a new run.")
-    return experiment.state, 0, 0.0
-  state, meta = checkpointing.restore(mngr, latest, experiment.state)
+    return experiment.state, loop, {"step": 0, "train_seconds": 0.0,
+                                    "logged": {}}
+  state, loop, meta = checkpointing.restore_training(
+      mngr, latest, experiment.state, loop)
   logging.info("Resuming from the checkpoint at step %d.", meta["step"])
   print(f"Resuming from the checkpoint at step {meta['step']}.", flush=True)
-  return state, int(meta["step"]), float(meta.get("train_seconds", 0.0))
+  return state, loop, meta
 
 
 def _writer(workdir: str) -> metric_writers.MetricWriter:
