@@ -67,7 +67,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
   schedule = schedules.build(config, steps_per_epoch, num_steps)
-  model = models.build(config, in_channels=dataset.info.in_channels,
+  model = models.build(config,
+                       in_channels=tasks.model_in_channels(task, dataset.info),
                        num_outputs=task.num_outputs,
                        rngs=nnx.Rngs(params=config.seed,
                                      dropout=config.seed + 1))

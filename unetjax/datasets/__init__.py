@@ -24,6 +24,8 @@ DATASETS = Registry("dataset", "data.name", {
     "mnist": "unetjax.datasets.tfds_images:mnist",
     "fashion_mnist": "unetjax.datasets.tfds_images:fashion_mnist",
     "cifar10": "unetjax.datasets.tfds_images:cifar10",
+    "oxford_iiit_pet": "unetjax.datasets.pets:build",
+    "sample_photos": "unetjax.datasets.sample_photos:build",
     "isbi2012": "unetjax.datasets.isbi2012:build",
     "glas": "unetjax.datasets.glas:build",
     "folders": "unetjax.datasets.folders:build",

@@ -14,6 +14,8 @@ provides (all array code is traced inside the jitted steps):
   figures(batch, predictions, outputs, computed_metrics, plots_dir)
                        writes PNGs, returns {name: RGB array} for TensorBoard
   learning_curves(history_records, plots_dir)
+  in_channels          optional: channels of inputs(batch) when they differ
+                       from the dataset's (colorization feeds L of RGB)
 
 Add a task: one module here and one line below.
 """
@@ -28,6 +30,7 @@ from unetjax.registry import Registry
 TASKS = Registry("task", "task.name", {
     "binary_segmentation": "unetjax.tasks.segmentation:BinarySegmentation",
     "segmentation": "unetjax.tasks.multiclass:MulticlassSegmentation",
+    "colorization": "unetjax.tasks.colorization:Colorization",
     "classification": "unetjax.tasks.classification:Classification",
 })
 
@@ -43,3 +46,8 @@ def build(config: ml_collections.ConfigDict, info):
                         f"{config.task.name!r}; expected one of "
                         f"{sorted(accepted)}")
   return task_cls(info=info, **kwargs)
+
+
+def model_in_channels(task, info) -> int:
+  """Channels the model takes: the task's own count, else the dataset's."""
+  return getattr(task, "in_channels", info.in_channels)

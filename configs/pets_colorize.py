@@ -1,0 +1,25 @@
+"""U-Net colorization of Oxford-IIIT Pet photos, with and without skips.
+
+Input: the lightness L of each 128x128 photo; output: the a, b channels of
+Lab, L1 loss (`--config.task.target=rgb`, `--config.task.loss=l2` for the
+variants). The ablation the U-Net paper's skip connections invite:
+
+  python -m unetjax.main --config configs/pets_colorize.py --workdir workdirs/pets_colorize
+  python -m unetjax.main --config configs/pets_colorize.py --workdir workdirs/pets_colorize_noskip --config.model.skip=False
+
+Expect PSNR a little above `psnr_gray` (the photo with its colour removed,
+about 22-24 dB): pets and backgrounds are mostly desaturated, so an L1
+model predicts muted colours. With skips the colours stay inside the
+edges of L; without them they bleed across edges and the result is blurry
+and lower in PSNR. Needs the TFDS download once;
+configs/photos_colorize.py runs without it.
+"""
+from configs import pets_unet
+
+
+def get_config():
+  config = pets_unet.get_config()
+  config.model.skip = True
+  config.task = dict(name="colorization", target="ab", loss="l1")
+  config.best_metric = "val/psnr"
+  return config
