@@ -170,8 +170,8 @@ def main(argv):
   common = dict(item.split("=", 1) for item in FLAGS.set)
   try:
     rows = run_sweep(FLAGS.config, FLAGS.sweep, FLAGS.root,
-                     parallel=FLAGS.parallel, dry_run=FLAGS.dry_run,
-                     common=common)
+                     parallel=FLAGS.parallel,
+                     dry_run=FLAGS["dry-run"].value, common=common)
   except UnetjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -190,7 +190,7 @@ def run():
   flags.DEFINE_string("root", None, "Directory for the trial workdirs.",
                       required=True)
   flags.DEFINE_integer("parallel", 1, "Trials run at the same time.")
-  flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+  flags.DEFINE_bool("dry-run", False, "Print the commands, run nothing.")
   flags.DEFINE_multi_string("set", [], "key=value override for every "
                             "trial, e.g. --set num_steps=100.")
   app.run(main)
