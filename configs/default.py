@@ -26,3 +26,12 @@ def get_config():
   config.best_metric = "val/dice"
   config.best_mode = "max"
   return config
+
+
+def get_sweeps():
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`."""
+  return {
+      "batchnorm": [{"model.batchnorm": True}, {"model.batchnorm": False}],
+      "lr_batch": {"optimizer.learning_rate": [1e-3, 3e-3, 1e-2],
+                   "batch_size": [8, 16]},
+  }
