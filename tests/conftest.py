@@ -45,3 +45,15 @@ def tiny_cells_config(**overrides):
 @pytest.fixture
 def tiny_config():
   return tiny_cells_config
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """A tiny cells run trained once per session, shared by the tool tests.
+
+  Read-only for the tests: they write their outputs elsewhere.
+  """
+  from unetjax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("trained") / "wd")
+  train.train_and_evaluate(tiny_cells_config(), workdir)
+  return workdir

@@ -14,16 +14,26 @@ def learning_curves(records: list[dict[str, float]], metrics: list[str],
                     path: str, steps: tuple[int, int] | None = None,
                     title: str = "") -> None:
   """One panel per metric, train and val together, optionally a step range."""
+  compare_curves({"": records}, metrics, path, steps, title)
+
+
+def compare_curves(runs: dict[str, list[dict[str, float]]],
+                   metrics: list[str], path: str,
+                   steps: tuple[int, int] | None = None,
+                   title: str = "") -> None:
+  """`learning_curves` of several runs overlaid, one colour per run."""
   fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
                            squeeze=False)
   for ax, metric in zip(axes[0], metrics):
-    for split, style in (("train", "-"), ("val", "o-")):
-      x, y = history.series(records, f"{split}/{metric}")
-      if steps is not None:
-        keep = (x >= steps[0]) & (x <= steps[1])
-        x, y = x[keep], y[keep]
-      if len(x):
-        ax.plot(x, y, style, label=split, markersize=3)
+    for run, (name, records) in enumerate(runs.items()):
+      for split, style in (("train", "-"), ("val", "o-")):
+        x, y = history.series(records, f"{split}/{metric}")
+        if steps is not None:
+          keep = (x >= steps[0]) & (x <= steps[1])
+          x, y = x[keep], y[keep]
+        if len(x):
+          ax.plot(x, y, style, label=f"{name} {split}".strip(),
+                  markersize=3, color=f"C{run}" if len(runs) > 1 else None)
     ax.set_xlabel("step")
     ax.set_title(metric)
     ax.grid(alpha=0.3)
@@ -110,6 +120,19 @@ def colorization_samples(gray: np.ndarray, truth: np.ndarray,
     _show(axes[i, 0], gray[i][..., 0], "grayscale input")
     _show(axes[i, 1], truth[i], "truth")
     _show(axes[i, 2], predictions[i], f"prediction, PSNR {scores[i]:.2f} dB")
+  return _save(fig, path)
+
+
+def image_grid(images: list[np.ndarray], titles: list[str], path: str,
+               columns: int) -> np.ndarray:
+  """Images (gray or RGB in [0, 1]) in rows of `columns`, each titled."""
+  rows = -(-len(images) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows),
+                           squeeze=False)
+  for ax in axes.flat:
+    ax.axis("off")
+  for ax, image, title in zip(axes.flat, images, titles):
+    _show(ax, image[..., 0] if image.shape[-1] == 1 else image, title)
   return _save(fig, path)
 
 

@@ -269,7 +269,8 @@ def restore_workdir(workdir: str,
   The checkpoint is looked up before the experiment is built, so a workdir
   without it fails fast with CheckpointError.
   """
-  config = config_lib.load_saved(workdir)
+  config = config_lib.base_config()  # keys added since the run: defaults
+  config.update(config_lib.load_saved(workdir))
   mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
                                best_metric=config.best_metric,
                                best_mode=config.best_mode, read_only=True)

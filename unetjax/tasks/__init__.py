@@ -6,10 +6,13 @@ provides (all array code is traced inside the jitted steps):
   metrics_class        a CLU `metrics.Collection` over per-example outputs
   num_outputs          channels of the model's last layer
   per_example_metric   name of the per-example output that ranks examples
+                       (higher is better: evaluate's worst are the lowest)
   inputs(batch)        model input from a batch {'image', 'label'[, 'mask']}
   loss_and_outputs(logits, batch) -> (scalar loss, per-example outputs);
                        outputs hold `mask` (0 = eval padding) and feed
-                       `metrics_class.single_from_model_output(**outputs)`
+                       `metrics_class.single_from_model_output(**outputs)`;
+                       every output of shape [batch] is a column of
+                       evaluate's per-example CSV
   predict(logits)      what a person looks at (probabilities, class ids)
   figures(batch, predictions, outputs, computed_metrics, plots_dir)
                        writes PNGs, returns {name: RGB array} for TensorBoard
