@@ -294,6 +294,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   parallel.initialize_distributed()
   workdir = os.path.abspath(workdir)
   config_lib.validate(config)
+  workdir_lib.check_config(workdir, config)  # before the lock file, too
   with workdir_lib.locked(workdir):
     workdir_lib.check_config(workdir, config)
     experiment = build_experiment(config)
