@@ -1,7 +1,7 @@
 """Warwick GlaS gland segmentation: U-Net trained on the soft Dice loss.
 
 Reproduces the GlaS U-Net experiments: a depth-4 SAME U-Net (32 base
-features, 7.76M parameters) on RGB H&E images, loss 1 - soft Dice, Adam
+features, 7,760,097 parameters) on RGB H&E images, loss 1 - soft Dice, Adam
 3e-4 with StepLR (gamma 0.2 every 5 epochs), random 256x256 crops with
 flips, turns and elastic deformation. Splits: train (85 images) trains,
 testA (60) is `val` (evaluated during training, picks the best

@@ -98,6 +98,10 @@ def test_real_isbi_data_loads_as_documented():
   assert val.ids == ("25", "26", "27", "28", "29")
   assert set(np.unique(train.labels)) == {0, 1}
   assert 0.7 < train.labels.mean() < 0.85  # README: about 78% cell interior
+  # The baseline the docs quote: "cell interior" everywhere on slices 25-29.
+  truth = val.labels
+  assert 2 * truth.sum() / (truth.sum() + truth.size) == pytest.approx(
+      0.8895, abs=5e-5)
 
 
 # --- GlaS --------------------------------------------------------------------
@@ -129,6 +133,8 @@ def test_glas_binarises_instances_and_pads_varied_sizes(tmp_path):
   assert train.labels[0, 48:].sum() == 0 and train.labels[0, :, 44:].sum() == 0
   assert data.split("val").ids == ("testA_1", "testA_2")
   assert data.split("test").ids == ("testB_1",)
+  first = train.take(1)  # data.train_examples=1 keeps the true size
+  np.testing.assert_array_equal(first.sizes, [[48, 44]])
   swapped = glas.build(dir=str(tmp_path), val_split="testB")
   assert swapped.split("val").ids == ("testB_1",)
 
