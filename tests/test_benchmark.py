@@ -41,10 +41,11 @@ def test_torch_twin_has_the_reference_parameter_count():
 
 def test_summary_takes_medians_and_ratios():
   runs = {"jax": [dict(images_per_s=x, gflops_per_s=10 * x,
-                       peak_rss_bytes=300, matmul_peak_gflops=100.0,
+                       train_peak_rss_bytes=300, matmul_peak_gflops=100.0,
                        flops_per_step=80e9, load_1min=[1.0, 1.0])
                   for x in (1.0, 4.0, 2.0)],
-          "torch": [dict(images_per_s=1.0, step_s=8.0, peak_rss_bytes=200,
+          "torch": [dict(images_per_s=1.0, step_s=8.0,
+                         train_peak_rss_bytes=200,
                          matmul_peak_gflops=50.0), dict(error="boom")]}
   summary = benchmark.summarize(runs)
   assert summary["jax"]["images_per_s"] == 2.0

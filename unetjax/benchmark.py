@@ -134,7 +134,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
-
+  rss_at_start = peak_rss_bytes()
   started = time.perf_counter()
   config = load_config(config_name)
   if batch_size:
@@ -175,6 +175,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
         state, metrics, health, batch))
     step_times.append(time.perf_counter() - step_start)
   step_s = statistics.median(step_times)
+  train_rss = peak_rss_bytes()
 
   flops = compiled.cost_analysis()["flops"]
   memory = compiled.memory_analysis()
@@ -200,6 +201,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
           steps_fns.eval, state, batch, config.batch_size),
       predict_images_per_s=_inference_throughput(
           steps_fns.predict, state, batch, config.batch_size),
+      rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
       peak_rss_bytes=peak_rss_bytes(),
       device_memory_bytes=_device_memory(jax.devices()[0], memory),
       torch_spec=_torch_spec(config, experiment, image.shape))
@@ -301,6 +303,7 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
   JAX side computes in bfloat16.
   """
   import torch  # pylint: disable=g-import-not-at-top
+  rss_at_start = peak_rss_bytes()
   started = time.perf_counter()
   torch.manual_seed(0)
   device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -329,6 +332,7 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
   step()
   first_step_s = time.perf_counter() - started
   step_s = median_seconds(step, steps)
+  train_rss = peak_rss_bytes()
   a = torch.ones(_MATMUL_SIZE, _MATMUL_SIZE, device=device)
   peak = matmul_gflops(lambda: torch.mm(a, a).sum().item())
   model.eval()
@@ -341,6 +345,7 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
               time_to_first_step_s=first_step_s, step_s=step_s,
               images_per_s=n / step_s, matmul_peak_gflops=peak,
               predict_images_per_s=n / predict_s,
+              rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
               peak_rss_bytes=peak_rss_bytes())
 
 
@@ -462,7 +467,8 @@ _MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s",
                 "images_per_s", "input_wait_fraction", "flops_per_step",
                 "analytic_flops_per_step", "gflops_per_s",
                 "matmul_peak_gflops", "input_images_per_s",
-                "eval_images_per_s", "predict_images_per_s", "peak_rss_bytes",
+                "eval_images_per_s", "predict_images_per_s",
+                "rss_at_start_bytes", "train_peak_rss_bytes", "peak_rss_bytes",
                 "device_memory_bytes", "num_params")
 
 
@@ -483,8 +489,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
   if jax_s and torch_s:
     summary["speed_ratio_jax_over_torch"] = (jax_s["images_per_s"]
                                              / torch_s["images_per_s"])
-    summary["memory_ratio_jax_over_torch"] = (jax_s["peak_rss_bytes"]
-                                              / torch_s["peak_rss_bytes"])
+    summary["memory_ratio_jax_over_torch"] = (
+        jax_s["train_peak_rss_bytes"] / torch_s["train_peak_rss_bytes"])
     if "flops_per_step" in jax_s:
       summary["torch_fraction_of_peak"] = (
           jax_s["flops_per_step"] / torch_s["step_s"] / 1e9 / max(peaks))
