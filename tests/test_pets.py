@@ -67,15 +67,12 @@ def test_loader_resizes_image_and_mask_independently(mock_pets):
 
 
 def _tiny(config, **model):
+  """A config shrunk to 32x32 images and two steps with one eval."""
   config.data.image_size = 32
   config.model.update(model)
-  config.batch_size = 2
-  config.eval_batch_size = 4
-  config.num_epochs = 0
-  config.num_steps = 2
-  config.log_every_steps = 1
-  config.eval_every_steps = 2
-  config.num_sample_images = 2
+  config.update(dict(batch_size=2, eval_batch_size=4, num_epochs=0,
+                     num_steps=2, log_every_steps=1, eval_every_steps=2,
+                     num_sample_images=2))
   return config
 
 
