@@ -5,8 +5,9 @@ Needs no download. The synthetic cells with a trimap-like third class (a
 as the Oxford pet trimap is pet / background / border), 64x64, segmented by
 a small U-Net (depth 3, 16 base features, BatchNorm) with softmax CE.
 Compare with configs/cells3_fcn32.py: the U-Net's skip connections keep
-the thin border class, which FCN-32 at stride 32 cannot draw. Expect a val
-mean IoU around 0.7 after 600 steps (a few minutes on 2 CPU cores).
+the thin border class, which FCN-32 at stride 32 cannot draw. Measured
+with --config.num_steps=300: val mean IoU 0.877 (border IoU 0.73), about
+6 minutes of training on 2 heavily shared CPU cores; FCN-32 got 0.359.
 
   python -m unetjax.main --config configs/cells3_unet.py --workdir workdirs/cells3_unet
 """

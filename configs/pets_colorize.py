@@ -7,9 +7,9 @@ variants). The ablation the U-Net paper's skip connections invite:
   python -m unetjax.main --config configs/pets_colorize.py --workdir workdirs/pets_colorize
   python -m unetjax.main --config configs/pets_colorize.py --workdir workdirs/pets_colorize_noskip --config.model.skip=False
 
-Expect PSNR a little above `psnr_gray` (the photo with its colour removed,
-about 22-24 dB): pets and backgrounds are mostly desaturated, so an L1
-model predicts muted colours. With skips the colours stay inside the
+Not run here (no download). Expect PSNR only a little above `psnr_gray`
+(the photo with its colour removed): pets and backgrounds are mostly
+desaturated, so an L1 model predicts muted colours. With skips the colours stay inside the
 edges of L; without them they bleed across edges and the result is blurry
 and lower in PSNR. Needs the TFDS download once;
 configs/photos_colorize.py runs without it.

@@ -4,9 +4,9 @@ border) at 128x128, the TensorFlow segmentation tutorial's setting.
 A U-Net (depth 4, 32 base features, BatchNorm, SAME padding), softmax CE,
 Adam at 1e-3 (try `--config.optimizer.learning_rate=1e-4`: slower, smoother
 curves). 3,312 training images (90% of TFDS's train split), 368 for
-validation, 3,669 test. Expect a val pixel accuracy near 0.9 and a mean IoU
-around 0.7-0.75 after ~20 epochs; the border class is the hardest (IoU
-about 0.4-0.5). Compare with configs/pets_fcn32.py. Needs the TFDS
+validation, 3,669 test. Not run here (no download); what to expect, from
+the TensorFlow tutorial's U-Net on the same data: pixel accuracy near 0.9
+after ~20 epochs, the border class by far the hardest. Compare with configs/pets_fcn32.py. Needs the TFDS
 download (about 800 MB) once; configs/cells3_unet.py runs without it.
 
   python -m unetjax.main --config configs/pets_unet.py --workdir workdirs/pets_unet
