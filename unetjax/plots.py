@@ -127,7 +127,7 @@ def image_grid(images: list[np.ndarray], titles: list[str], path: str,
                columns: int) -> np.ndarray:
   """Images (gray or RGB in [0, 1]) in rows of `columns`, each titled."""
   rows = -(-len(images) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows),
+  fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.3 * rows),
                            squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
