@@ -10,6 +10,7 @@ from flax import nnx
 
 from unetjax import config as config_lib
 from unetjax import datasets, input_pipeline, models, optimizers, schedules
+from unetjax import train
 from unetjax.datasets import DataInfo, Split
 from unetjax.errors import ConfigError, DataError
 from unetjax.metrics import scalars
@@ -228,3 +229,49 @@ def test_segmentation_labels_are_rejected():
   with pytest.raises(ConfigError, match="one class id per image"):
     task.loss_and_outputs(jnp.zeros((2, 10)),
                           {"label": jnp.zeros((2, 4, 4), jnp.int32)})
+
+
+def _tfds():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+def test_mnist_cnn_end_to_end_on_tfds_mock_data(tmp_path):
+  from configs import mnist_cnn  # pylint: disable=g-import-not-at-top
+  config = mnist_cnn.get_config()
+  config.data.val_examples = 6
+  config.update(num_epochs=0, num_steps=2, log_every_steps=1,
+                eval_every_steps=2, batch_size=8, eval_batch_size=8)
+  with _tfds().testing.mock_data(num_examples=20):
+    dataset = datasets.build(config)
+    splits = {name: dataset.split(name) for name in ("train", "val", "test")}
+    final = train.train_and_evaluate(config, str(tmp_path))
+  assert splits["train"].images.dtype == np.uint8
+  assert splits["train"].images.shape == (14, 28, 28, 1)
+  assert splits["train"].labels.dtype == np.int32
+  assert splits["val"].ids[0] == "train_00014"
+  assert len(splits["val"]) == 6 and len(splits["test"]) == 20
+  assert final["num_params"] == 21_578
+  assert set(final["test"]) >= {"loss", "accuracy", "accuracy_class_9"}
+  assert (tmp_path / "plots" / "confusion_matrix.png").exists()
+
+
+def test_tfds_sets_describe_themselves():
+  cifar = datasets.DATASETS.get("cifar10")().info
+  assert (cifar.in_channels, cifar.num_classes) == (3, 10)
+  assert datasets.DATASETS.get("fashion_mnist")().info.class_names[-1] == (
+      "Ankle boot")
+
+
+def test_tfds_without_download_names_the_missing_data(tmp_path):
+  dataset = datasets.DATASETS.get("mnist")(data_dir=str(tmp_path),
+                                           download=False)
+  with pytest.raises(DataError, match="'mnist' is not in .*download"):
+    dataset.split("test")
+
+
+def test_too_many_validation_examples_are_named():
+  with _tfds().testing.mock_data(num_examples=10):
+    dataset = datasets.DATASETS.get("mnist")(val_examples=10)
+    with pytest.raises(ConfigError, match="data.val_examples=10 but"):
+      dataset.split("val")

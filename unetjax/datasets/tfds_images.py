@@ -43,14 +43,13 @@ def build(tfds_name: str, *, val_examples: int = 5000, data_dir: str = "",
 
 def read_split(builder, split: str, *, download: bool) -> Split:
   """A whole TFDS split in memory: uint8 images, int32 labels."""
-  tfds = _tfds()
   if download:
     builder.download_and_prepare()
   elif not builder.is_prepared():
     raise DataError(f"TFDS dataset {builder.name!r} is not in "
                     f"{builder.data_dir}; set data.download=True or "
                     "data.data_dir to where it was prepared")
-  batches = tfds.as_numpy(builder.as_dataset(
+  batches = _tfds().as_numpy(builder.as_dataset(
       split=split, batch_size=_READ_BATCH, as_supervised=True,
       shuffle_files=False))
   images, labels = zip(*batches)
