@@ -42,25 +42,33 @@ def fail(message: str) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with every problem reported as one line.
 
-  ml_collections raises a bare KeyError/AttributeError for an override of
-  a key the config does not have; name the flag instead.
+  An override of a key the config lacks surfaces as absl's "unknown flag"
+  for a top-level key and as a bare KeyError/AttributeError from
+  ml_collections for a nested one; both are reported naming the flag.
   """
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    fail(str(e).splitlines()[0])
+    message = str(e).splitlines()[0]
+    unknown = "Unknown command line flag 'config."
+    if message.startswith(unknown):
+      key = message[len(unknown):].split("'")[0]
+      fail(f"--config.{key}: the config has no key {key!r}")
+    fail(message)
   except (AttributeError, KeyError) as e:
-    key = str(e).strip("\"'")
-    culprits = [arg.split("=")[0] for arg in argv[1:]
-                if arg.startswith("--config.")
-                and key in arg.split("=")[0].split(".")]
-    fail(f"{' '.join(culprits) or key}: the config has no key {key!r}")
+    name = str(e).strip("\"'")
+    flag = [arg.split("=")[0] for arg in argv[1:]
+            if arg.startswith("--config.")
+            and name in arg.split("=")[0].split(".")]
+    fail(f"{' '.join(flag) or name}: the config has no key {name!r}")
 
 
 def load_config():
   """The --config file with its overrides; a file that fails is one line."""
   try:
-    return _CONFIG.value
+    config = _CONFIG.value
+    config.to_dict()  # a file that failed to load raises its error here
+    return config
   except (UnetjaxError, OSError, SyntaxError, AttributeError,
           TypeError) as e:
     fail(f"--config={FLAGS['config'].serialize().split('=', 1)[-1]} cannot be "

@@ -298,14 +298,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with workdir_lib.locked(workdir):
     workdir_lib.check_config(workdir, config)
     experiment = build_experiment(config)
-    workdir_lib.save_config(workdir, config)
     return _train(experiment, workdir)
 
 
 def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
+  """The loop; the workdir is written to only once the resume worked."""
   config = experiment.config
-  logging.info("Model %s:\n%s", config.model.name, experiment.summary)
-  _write_text(os.path.join(workdir, "model_summary.txt"), experiment.summary)
   replicated = parallel.replicated(experiment.mesh)
 
   def empty_metrics():  # a new one each time: the train step donates it
@@ -322,6 +320,10 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     health = loop["health"]
     start_step, seconds_before = meta["step"], meta["train_seconds"]
     logged: dict[str, float] = meta["logged"]
+    workdir_lib.save_config(workdir, config)
+    logging.info("Model %s:\n%s", config.model.name, experiment.summary)
+    _write_text(os.path.join(workdir, "model_summary.txt"),
+                experiment.summary)
     history.truncate_after(workdir, start_step)
     writer = _writer(workdir)
     with contextlib.closing(writer), _StopSignals() as stop:

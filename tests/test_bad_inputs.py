@@ -1,0 +1,547 @@
+"""Bad inputs of every kind get the package's own error, in one line.
+
+One table: each case builds its bad input under tmp_path, runs the package
+on it and names the error type and the culprit the message must mention.
+The test checks the message is one line and that no file under tmp_path
+was written, changed or removed (so no workdir appears either). CLI cases
+run the real command line in-process and also check exit code 1 with one
+`error:` line and no traceback; a few run as real processes. Hypothesis
+feeds random bytes and random arrays to the image and mask readers: they
+load correctly or raise DataError, never anything else.
+"""
+import dataclasses
+import io
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any, Callable
+
+import hypothesis
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+
+from tests.conftest import REPO, tiny_cells_config
+from unetjax import checkpointing, image_io, train, workdir as workdir_lib
+from unetjax.errors import (CheckpointError, ConfigError, DataError,
+                            UnetjaxError, WorkdirError)
+
+
+@dataclasses.dataclass
+class Case:
+  name: str
+  setup: Callable[[str], Any]  # makes the bad input under tmp_path
+  act: Callable[[Any], Any]  # runs the package on it
+  error: type  # SystemExit for the CLI cases
+  culprit: str  # the message names it (formatted with the setup's value)
+
+
+def train_config(**overrides) -> Case:
+  """In-process training with a tiny config; the last override is bad."""
+  name = ",".join(f"{k}={v!r}" for k, v in overrides.items())
+  return Case(f"config:{name}", workdir_in,
+              lambda wd: train.train_and_evaluate(
+                  tiny_cells_config(**overrides), wd),
+              ConfigError, list(overrides)[-1])
+
+
+def cli(*args: str):
+  """The command line in this process (flags reset between cases).
+
+  ml_collections reads the --config.KEY overrides from sys.argv itself.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from unetjax import main  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.unparse_flags()
+  for name in list(flags.FLAGS):  # the last case's --config.KEY flags
+    if name.startswith("config."):
+      delattr(flags.FLAGS, name)
+  argv, sys.argv = sys.argv, ["unetjax-train", *args]
+  try:
+    main.run()
+  finally:
+    sys.argv = argv
+
+
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "default.py")
+ISBI_CONFIG = os.path.join(REPO, "configs", "isbi2012.py")
+
+
+def cli_case(name, setup, args, culprit) -> Case:
+  """`args(setup_value)` -> command line arguments."""
+  return Case(f"cli:{name}", setup, lambda value: cli(*args(value)),
+              SystemExit, culprit)
+
+
+def workdir_in(tmp):
+  return os.path.join(tmp, "wd")
+
+
+def config_file(text):
+  def setup(tmp):
+    path = os.path.join(tmp, "experiment.py")
+    with open(path, "w") as f:
+      f.write(text)
+    return path
+  return setup
+
+
+def existing_workdir(config=tiny_cells_config, **overrides):
+  """A workdir (config.json and lock file) of `config` with overrides."""
+  def setup(tmp):
+    path = workdir_in(tmp)
+    os.makedirs(path)
+    workdir_lib.save_config(path, config(**overrides))
+    write(os.path.join(path, workdir_lib.LOCK_FILE), b"")
+    return path
+  return setup
+
+
+def default_config(**overrides):
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  for key, value in overrides.items():
+    section, leaf = key.split(".")
+    config[section][leaf] = value
+  return config
+
+
+# --- data files -------------------------------------------------------------
+
+
+def png_bytes(array) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+GRAY = (np.arange(256, dtype=np.uint8).reshape(16, 16))
+MASK = (GRAY > 127).astype(np.uint8)
+
+
+def write(path, data: bytes) -> str:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(data)
+  return path
+
+
+def folder_dataset(tmp, count=5, **broken) -> str:
+  """dir/images/NAME.png + dir/masks/NAME.png; `broken` {relpath: bytes}."""
+  root = os.path.join(tmp, "data")
+  for i in range(count):
+    write(os.path.join(root, "images", f"{i}.png"), png_bytes(GRAY))
+    write(os.path.join(root, "masks", f"{i}.png"), png_bytes(MASK))
+  for relative, data in broken.items():
+    path = os.path.join(root, relative)
+    if data is None:
+      os.remove(path)
+    else:
+      write(path, data)
+  return root
+
+
+def train_on_folder(root):
+  config = tiny_cells_config()
+  config.data = {"name": "folders", "train_examples": 0, "dir": root}
+  return train.train_and_evaluate(config, os.path.join(
+      os.path.dirname(root), "wd"))
+
+
+def data_case(name, culprit, **broken) -> Case:
+  """Training on a folder dataset with one broken file."""
+  return Case(f"data:{name}", lambda tmp: folder_dataset(tmp, **broken),
+              train_on_folder, DataError, culprit)
+
+
+def file_case(name, reader, data, culprit, suffix=".png") -> Case:
+  """An image_io reader on one bad file."""
+  return Case(f"file:{name}",
+              lambda tmp: write(os.path.join(tmp, f"bad{suffix}"), data(tmp)
+                                if callable(data) else data),
+              reader, DataError, culprit)
+
+
+def tiff_bytes(array) -> bytes:
+  buffer = io.BytesIO()
+  tifffile.imwrite(buffer, array)
+  return buffer.getvalue()
+
+
+def missing_masks_folder(tmp):
+  root = folder_dataset(tmp)
+  shutil.rmtree(os.path.join(root, "masks"))
+  return root
+
+
+def unreadable(tmp):
+  """A file this process cannot read. Root ignores permission bits, so
+  there the check is driven by os.access (patched in the act)."""
+  path = write(os.path.join(tmp, "locked.png"), png_bytes(GRAY))
+  os.chmod(path, 0)
+  return path
+
+
+def read_unreadable(path):
+  real_access = os.access
+  os.access = lambda p, mode: False if p == path else real_access(p, mode)
+  try:
+    image_io.read_image(path)
+  finally:
+    os.access = real_access
+
+
+# --- checkpoints ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run with one checkpoint, at step 2."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "wd")
+  train.train_and_evaluate(tiny_cells_config(num_steps=2,
+                                             eval_every_steps=2), workdir)
+  return workdir
+
+
+def copy_trained(tmp):
+  return shutil.copytree(_TRAINED[0], workdir_in(tmp))
+
+
+def truncate_largest_checkpoint_file(tmp):
+  workdir = copy_trained(tmp)
+  files = [os.path.join(root, name) for root, _, names in
+           os.walk(os.path.join(workdir, "checkpoints", "2", "state"))
+           for name in names]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+  return workdir
+
+
+def remove_checkpoint_state(tmp):
+  workdir = copy_trained(tmp)
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "2", "state"))
+  return workdir
+
+
+def resume(workdir):
+  train.train_and_evaluate(tiny_cells_config(num_steps=4,
+                                             eval_every_steps=2), workdir)
+
+
+def restore_into_wider_model(workdir):
+  experiment = train.build_experiment(tiny_cells_config(
+      **{"model.features": 8}))
+  checkpointing.restore(_manager(workdir), 2, experiment.state)
+
+
+def _manager(workdir):
+  return checkpointing.manager(workdir, keep=2, best_metric="val/dice",
+                               best_mode="max", read_only=True)
+
+
+_TRAINED = []  # filled by the `trained` fixture for the checkpoint setups
+
+
+CASES = [
+    # Config values: impossible, unknown, or of the wrong kind.
+    train_config(batch_size=0),
+    train_config(batch_size=-4),
+    train_config(eval_batch_size=0),
+    train_config(**{"optimizer.learning_rate": -0.1}),
+    train_config(**{"optimizer.learning_rate": 0.0}),
+    train_config(num_steps=-1),
+    Case("config:no length", lambda tmp: workdir_in(tmp),
+         lambda wd: train.train_and_evaluate(
+             tiny_cells_config(num_steps=0, num_epochs=0), wd),
+         ConfigError, "num_steps and num_epochs"),
+    train_config(log_every_steps=0),
+    train_config(eval_every_steps=0),
+    train_config(keep_checkpoints=0),
+    train_config(best_mode="average"),
+    train_config(best_metric="dice"),
+    train_config(dtype="float8"),
+    train_config(**{"model.name": "vgg"}),
+    train_config(**{"data.name": "imagenet"}),
+    train_config(**{"task.name": "detection"}),
+    train_config(**{"optimizer.name": "adagrad"}),
+    train_config(**{"schedule.name": "linear"}),
+    train_config(**{"schedule.name": "step", "schedule.gamma": 2.0}),
+    train_config(**{"optimizer.name": "adamw",
+                    "optimizer.weight_decay": -1.0}),
+    train_config(**{"model.colour": "red"}),
+    train_config(**{"data.colour": "red"}),
+    train_config(**{"data.train_examples": 100}),
+    train_config(**{"data.image_size": 8}),
+    train_config(**{"data.num_val": 0}),
+    train_config(**{"augment.crop_size": 64}),
+    train_config(**{"model.depth": 0}),
+    train_config(**{"model.dropout": 1.5}),
+    # The command line.
+    cli_case("unknown key", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd, "--config.colour=1"],
+             "--config.colour"),
+    cli_case("unknown nested key", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.model.colour=1"], "--config.model.colour"),
+    cli_case("wrong type", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.batch_size=many"], "--config.batch_size=many"),
+    cli_case("missing value", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd, "--config.batch_size"],
+             "--config.batch_size"),
+    cli_case("impossible value", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.batch_size=0"], "batch_size=0"),
+    cli_case("unknown flag", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--wrokdir", wd], "wrokdir"),
+    cli_case("no workdir", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG], "--workdir"),
+    cli_case("no config", workdir_in, lambda wd: ["--workdir", wd],
+             "--config"),
+    cli_case("stray argument", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd, "extra"], "extra"),
+    cli_case("missing config file", workdir_in, lambda wd: [
+        "--config", os.path.join(os.path.dirname(wd), "nope.py"),
+        "--workdir", wd], "nope.py"),
+    cli_case("config file syntax error", config_file("def get_config(:\n"),
+             lambda path: ["--config", path, "--workdir", path + ".wd"],
+             "experiment.py"),
+    cli_case("config file without get_config", config_file("x = 1\n"),
+             lambda path: ["--config", path, "--workdir", path + ".wd"],
+             "experiment.py"),
+    cli_case("config file with a wrong type", config_file(
+        "from configs import default\n"
+        "def get_config():\n"
+        "  config = default.get_config()\n"
+        "  config.num_steps = 'many'\n"
+        "  return config\n"),
+             lambda path: ["--config", path, "--workdir", path + ".wd"],
+             "num_steps"),
+    cli_case("missing data dir", workdir_in, lambda wd: [
+        "--config", ISBI_CONFIG, "--workdir", wd,
+        "--config.data.dir=/no/such/folder"], "/no/such/folder"),
+    cli_case("workdir is a file",
+             lambda tmp: write(os.path.join(tmp, "wd"), b"x"),
+             lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
+             "is a file"),
+    cli_case("workdir of another experiment",
+             existing_workdir(default_config, **{"model.features": 8}),
+             lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
+             "model.features: 8 -> 16"),
+    cli_case("directory that is not a workdir",
+             lambda tmp: os.path.dirname(write(
+                 os.path.join(tmp, "wd", "thesis.tex"), b"x")),
+             lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
+             "thesis.tex"),
+    # Data folders and files.
+    Case("data:missing folder", missing_masks_folder,
+         train_on_folder, DataError, "masks: no such folder"),
+    data_case("empty folder", "no image files", count=0,
+              **{"images/README.txt": b"x", "masks/README.txt": b"x"}),
+    data_case("missing partner", "images/2.png", **{"masks/2.png": None}),
+    data_case("truncated image", "images/1.png",
+              **{"images/1.png": png_bytes(GRAY)[:60]}),
+    data_case("zero-byte mask", "masks/3.png", **{"masks/3.png": b""}),
+    data_case("text named .png", "images/0.png",
+              **{"images/0.png": b"not a picture"}),
+    data_case("mask value 255 for 2 classes", "masks/1.png",
+              **{"masks/1.png": png_bytes(MASK * 255)}),
+    data_case("mask size differs", "masks/4.png",
+              **{"masks/4.png": png_bytes(MASK[:8])}),
+    data_case("colour mask", "masks/0.png", **{"masks/0.png": png_bytes(
+        np.stack([MASK, 1 - MASK, MASK], axis=-1))}),
+    data_case("gray and colour images", "images/4.png",
+              **{"images/4.png": png_bytes(np.stack([GRAY] * 3, -1))}),
+    data_case("two files for one stem", "'3'", **{
+        "images/3.tif": tiff_bytes(GRAY)}),
+    file_case("zero bytes", image_io.read_image, b"", "bad.png"),
+    file_case("truncated", image_io.read_image, png_bytes(GRAY)[:100],
+              "bad.png"),
+    file_case("random header", image_io.read_mask, b"\x89PNG\r\n\x1a\nxx",
+              "bad.png"),
+    file_case("float TIFF above 1", image_io.read_image,
+              tiff_bytes(np.full((4, 4), 2.0, np.float32)), "bad.tif",
+              suffix=".tif"),
+    file_case("TIFF stack read as an image", image_io.read_image,
+              tiff_bytes(np.zeros((5, 8, 8), np.uint8)), "bad.tif",
+              suffix=".tif"),
+    file_case("non-integer mask", image_io.read_mask,
+              tiff_bytes(np.full((4, 4), 0.5, np.float32)), "bad.tif",
+              suffix=".tif"),
+    file_case("32-bit image out of range", image_io.read_image,
+              tiff_bytes(np.full((4, 4), 70000, np.int32)), "bad.tif",
+              suffix=".tif"),
+    Case("file:a folder named .png",
+         lambda tmp: os.makedirs(os.path.join(tmp, "x.png")) or os.path.join(
+             tmp, "x.png"), image_io.read_image, DataError, "x.png"),
+    Case("file:missing", lambda tmp: os.path.join(tmp, "gone.png"),
+         image_io.read_mask, DataError, "gone.png"),
+    Case("file:unreadable", unreadable, read_unreadable, DataError,
+         "locked.png"),
+    # Checkpoints.
+    Case("checkpoint:truncated file", truncate_largest_checkpoint_file,
+         resume, CheckpointError, "checkpoints/2"),
+    Case("checkpoint:state removed", remove_checkpoint_state, resume,
+         CheckpointError, "checkpoints/2"),
+    Case("checkpoint:another model", copy_trained, restore_into_wider_model,
+         CheckpointError, "checkpoints/2"),
+    Case("checkpoint:unknown step", copy_trained,
+         lambda wd: checkpointing.resolve_step(_manager(wd), "7"),
+         CheckpointError, "'7'"),
+    Case("checkpoint:none", existing_workdir(),
+         lambda wd: checkpointing.resolve_step(_manager(wd), "latest"),
+         CheckpointError, "no checkpoint"),
+    Case("workdir:in use", existing_workdir(), lambda wd: _while_locked(
+        wd, lambda: train.train_and_evaluate(tiny_cells_config(), wd)),
+         WorkdirError, "in use"),
+]
+
+
+def _while_locked(workdir, run):
+  with workdir_lib.locked(workdir):
+    run()
+
+
+def snapshot(directory) -> dict[str, tuple]:
+  """Every path under `directory` with its size, mode and content hash."""
+  found = {}
+  for root, dirs, files in os.walk(directory):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      stat = os.stat(path)
+      if name == workdir_lib.LOCK_FILE:  # a refused run may re-take it
+        found[os.path.relpath(path, directory)] = "lock"
+        continue
+      content = None
+      if os.path.isfile(path) and stat.st_mode & 0o444:
+        with open(path, "rb") as f:
+          content = hash(f.read())
+      found[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mode,
+                                                 stat.st_mtime_ns, content)
+  return found
+
+
+def test_the_battery_is_big_enough():
+  kinds = {case.name.split(":")[0] for case in CASES}
+  assert len(CASES) >= 40 and kinds == {"config", "cli", "data", "file",
+                                        "checkpoint", "workdir"}
+  assert len({case.name for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_bad_input_gets_a_one_line_error_naming_the_culprit(
+    case, tmp_path, capsys, trained):
+  _TRAINED[:] = [trained]
+  value = case.setup(str(tmp_path))
+  before = snapshot(tmp_path)
+  capsys.readouterr()
+  with pytest.raises(case.error) as raised:
+    case.act(value)
+  if case.error is SystemExit:
+    assert raised.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    message = errors[0]
+  else:
+    assert isinstance(raised.value, UnetjaxError)
+    message = str(raised.value)
+    assert "\n" not in message
+  assert case.culprit in message, message
+  assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args, culprit", [
+    (["--config", DEFAULT_CONFIG, "--config.colour=1"], "--config.colour"),
+    (["--config", ISBI_CONFIG, "--config.data.dir=/no/such/folder"],
+     "/no/such/folder"),
+])
+def test_the_real_command_exits_1_with_one_line(args, culprit, tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "unetjax.main",
+       "--workdir", str(tmp_path / "wd"), *args],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr
+  errors = [line for line in result.stderr.splitlines()
+            if line.startswith("error:")]
+  assert len(errors) == 1 and culprit in errors[0], result.stderr
+  assert not (tmp_path / "wd").exists()
+
+
+def test_files_without_an_image_suffix_are_ignored(tmp_path):
+  root = folder_dataset(str(tmp_path), **{"images/notes.txt": b"x",
+                                          "masks/.DS_Store": b"x"})
+  from unetjax.datasets import folders  # pylint: disable=g-import-not-at-top
+  assert len(folders.paired_files(root)) == 5
+
+
+# --- property-based: random bytes and random arrays -------------------------
+
+READERS = [image_io.read_image, image_io.read_mask]
+SETTINGS = hypothesis.settings(max_examples=60, deadline=None,
+                               suppress_health_check=list(
+                                   hypothesis.HealthCheck))
+
+
+@SETTINGS
+@hypothesis.given(data=st.binary(max_size=300),
+                  suffix=st.sampled_from([".png", ".tif", ".jpg", ".bmp"]),
+                  reader=st.sampled_from(READERS))
+def test_random_bytes_load_or_raise_data_error(data, suffix, reader,
+                                               tmp_path_factory):
+  path = write(str(tmp_path_factory.mktemp("bytes") / f"x{suffix}"), data)
+  try:
+    reader(path)
+  except DataError:
+    pass
+
+
+@SETTINGS
+@hypothesis.given(cut=st.integers(0, 2000), reader=st.sampled_from(READERS))
+def test_truncated_pngs_load_or_raise_data_error(cut, reader,
+                                                 tmp_path_factory):
+  data = png_bytes(np.stack([GRAY] * 3, -1))
+  path = write(str(tmp_path_factory.mktemp("cut") / "x.png"), data[:cut])
+  try:
+    reader(path)
+  except DataError:
+    pass
+
+
+ARRAYS = hnp.arrays(
+    dtype=st.sampled_from([np.uint8, np.uint16]),
+    shape=st.one_of(hnp.array_shapes(min_dims=2, max_dims=2, max_side=9),
+                    st.tuples(st.integers(1, 9), st.integers(1, 9),
+                              st.sampled_from([1, 2, 3, 4]))))
+
+
+@SETTINGS
+@hypothesis.given(array=ARRAYS, suffix=st.sampled_from([".png", ".tif"]))
+def test_random_arrays_load_exactly_or_raise_data_error(array, suffix,
+                                                        tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("arrays") / f"x{suffix}")
+  try:
+    if suffix == ".png":
+      Image.fromarray(array).save(path)
+    else:
+      tifffile.imwrite(path, array)
+  except (TypeError, ValueError, KeyError, OSError):
+    hypothesis.reject()  # not storable in this format: nothing to read
+  try:
+    image = image_io.read_image(path)
+  except DataError:
+    return
+  stored = np.asarray(Image.open(path)) if suffix == ".png" else array
+  scale = 255.0 if stored.dtype == np.uint8 else 65535.0
+  expected = stored.reshape(stored.shape[:2] + (-1,))
+  if expected.shape[-1] in (2, 4):
+    expected = expected[..., :-1]  # alpha dropped
+  np.testing.assert_allclose(image, expected / scale, rtol=1e-6)
