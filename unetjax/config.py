@@ -7,6 +7,7 @@ key exists before the command line overrides it, so a misspelt
 """
 import json
 import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -80,6 +81,17 @@ def base_config() -> ml_collections.ConfigDict:
 _POSITIVE_INTS = ("batch_size", "eval_batch_size", "log_every_steps",
                   "eval_every_steps", "keep_checkpoints")
 _DTYPES = ("float32", "bfloat16", "float16")
+
+
+def make_siblings_importable(config_path: str) -> None:
+  """Lets a config file `from configs import other` from any directory.
+
+  Experiment variants build on a sibling config; that import resolves
+  against the folder holding `configs/`, which need not be the cwd.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(config_path)))
+  if root not in sys.path:
+    sys.path.insert(0, root)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -12,6 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unetjax import config as config_lib
 from unetjax.errors import TrainingStopped, UnetjaxError
 
 FLAGS = flags.FLAGS
@@ -46,6 +47,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   for a top-level key and as a bare KeyError/AttributeError from
   ml_collections for a nested one; both are reported naming the flag.
   """
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      config_lib.make_siblings_importable(arg.split("=", 1)[1])
+    elif arg == "--config" and i + 1 < len(argv):
+      config_lib.make_siblings_importable(argv[i + 1])
   try:
     return FLAGS(argv)
   except flags.Error as e:

@@ -158,6 +158,7 @@ def _flag_value(value) -> str:
 def _load_module(path: str):
   if not os.path.isfile(path):
     raise ConfigError(f"--config={path}: no such file")
+  config_lib.make_siblings_importable(path)
   spec = importlib.util.spec_from_file_location("_sweep_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
