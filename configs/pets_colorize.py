@@ -9,10 +9,11 @@ variants). The ablation the U-Net paper's skip connections invite:
 
 Not run here (no download). Expect PSNR only a little above `psnr_gray`
 (the photo with its colour removed): pets and backgrounds are mostly
-desaturated, so an L1 model predicts muted colours. With skips the colours stay inside the
-edges of L; without them they bleed across edges and the result is blurry
-and lower in PSNR. Needs the TFDS download once;
-configs/photos_colorize.py runs without it.
+desaturated, so an L1 model predicts muted colours. With target ab the
+true L passes through, so the skip ablation shows mostly in where colour
+lands (blotchy without skips); with target rgb the model must rebuild L
+and losing the skips costs sharpness as well. Needs the TFDS download
+once; configs/photos_colorize.py runs without it.
 """
 from configs import pets_unet
 
