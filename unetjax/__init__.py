@@ -1,0 +1,1 @@
+"""unetjax: JAX/Flax NNX experiments for classification and U-Net segmentation."""
