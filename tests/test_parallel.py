@@ -133,6 +133,7 @@ def test_two_processes_equal_one_and_their_checkpoint_restores(one_device,
 
 
 def test_distributed_env_must_be_integers(monkeypatch):
+  monkeypatch.setenv("UNETJAX_XLA_FLAGS", "0")  # leave XLA_FLAGS alone
   monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "localhost:1")
   monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
   with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES='two'"):
