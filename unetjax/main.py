@@ -47,15 +47,14 @@ def parse_flags(argv: list[str]) -> list[str]:
   for a top-level key and as a bare KeyError/AttributeError from
   ml_collections for a nested one; both are reported naming the flag.
   """
-  for i, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      config_lib.make_siblings_importable(arg.split("=", 1)[1])
-    elif arg == "--config" and i + 1 < len(argv):
-      config_lib.make_siblings_importable(argv[i + 1])
+  config_file = _config_file(argv)
+  if config_file:
+    config_lib.make_siblings_importable(config_file)
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    message = str(e).splitlines()[0]
+    lines = str(e).strip().splitlines()  # may embed the file's traceback
+    message = " ".join(lines[:1] + lines[1:][-1:])
     unknown = "Unknown command line flag 'config."
     if message.startswith(unknown):
       key = message[len(unknown):].split("'")[0]
@@ -66,7 +65,24 @@ def parse_flags(argv: list[str]) -> list[str]:
     flag = [arg.split("=")[0] for arg in argv[1:]
             if arg.startswith("--config.")
             and name in arg.split("=")[0].split(".")]
-    fail(f"{' '.join(flag) or name}: the config has no key {name!r}")
+    if flag:
+      fail(f"{' '.join(flag)}: the config has no key {name!r}")
+    fail(f"--config {config_file} cannot be loaded: {_one_line(e)}")
+  except (SyntaxError, ImportError, OSError, TypeError, ValueError) as e:
+    fail(f"--config {config_file} cannot be loaded: {_one_line(e)}")
+
+
+def _config_file(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _one_line(error: Exception) -> str:
+  return " ".join(str(error).split())[:300]
 
 
 def load_config():
@@ -78,7 +94,7 @@ def load_config():
   except (UnetjaxError, OSError, SyntaxError, AttributeError,
           TypeError) as e:
     fail(f"--config={FLAGS['config'].serialize().split('=', 1)[-1]} cannot be "
-         f"loaded: {' '.join(str(e).split())[:300]}")
+         f"loaded: {_one_line(e)}")
 
 
 def main(argv):
