@@ -10,9 +10,9 @@ Elastic deformation (--config.augment.elastic=True) helps longer runs; it
 is off here because on 2 CPU cores it competes with training for time.
 
 Expect val Dice (cell interior, over the set) of 0.95 after about 250
-steps and 0.952 at step 300, the end of the first cycle (measured on a
-heavily shared 2-core CPU, where step 150 came at 28 minutes and step 300
-at 52; docs/microscopy.md). Predicting "cell interior" everywhere scores
+steps and 0.952 at step 300, the end of the first cycle (measured on 2 CPU
+cores: step 250 at 13 minutes on a mostly idle machine, at 49 on a heavily
+shared one; docs/microscopy.md). Predicting "cell interior" everywhere scores
 0.8895 on these slices, so only figures well above that mean anything.
 
 Data: ../shared/data/isbi2012 (per-slice PNGs) or the official
