@@ -7,7 +7,7 @@ import tifffile
 from PIL import Image
 
 from conftest import ISBI_DIR
-from unetjax import datasets
+from unetjax import datasets, image_io
 from unetjax.datasets import folders, glas, isbi2012
 from unetjax.errors import ConfigError, DataError
 
@@ -262,3 +262,14 @@ def test_the_registry_builds_each_dataset_by_name(tmp_path):
     assert callable(datasets.DATASETS.get(name))
   assert len(datasets.DATASETS.get("isbi2012")(dir=str(tmp_path)).split(
       "val")) == 1
+
+
+def test_read_stack_tells_an_rgb_page_from_gray_pages(tmp_path):
+  rgb = np.arange(3 * 9 * 3, dtype=np.uint8).reshape(3, 9, 3)  # 3 rows high
+  gray_pages = np.arange(3 * 5 * 7, dtype=np.uint8).reshape(3, 5, 7)
+  tifffile.imwrite(tmp_path / "rgb.tif", rgb)
+  tifffile.imwrite(tmp_path / "pages.tif", gray_pages)
+  np.testing.assert_allclose(image_io.read_stack(str(tmp_path / "rgb.tif")),
+                             rgb[None] / 255.0)
+  np.testing.assert_allclose(image_io.read_stack(str(tmp_path / "pages.tif")),
+                             gray_pages[..., None] / 255.0)

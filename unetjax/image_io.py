@@ -31,17 +31,24 @@ def read_image(path: str) -> np.ndarray:
 
 
 def read_stack(path: str) -> np.ndarray:
-  """A multi-page TIFF as float32 [N, H, W, C] in [0, 1]."""
+  """A TIFF, one page or many, as float32 [N, H, W, C] in [0, 1].
+
+  TIFF's own axis names tell a page of RGB samples ('YXS') from a stack of
+  gray pages ('IYX'); array shapes alone confuse an RGB page 3 pixels high
+  with three gray pages.
+  """
   import tifffile  # pylint: disable=g-import-not-at-top
   _check_file(path)
   try:
-    array = tifffile.imread(path)
+    with tifffile.TiffFile(path) as tiff:
+      series = tiff.series[0]
+      array, axes = series.asarray(), series.axes
   except Exception as e:
     raise DataError(f"{path}: not a readable TIFF ({_first_line(e)})") from e
-  if array.ndim == 2:
-    array = array[None]
+  if not axes.endswith("S"):  # gray pages; planar "samples" are pages too,
+    array = array[..., None]  # as older tifffile wrote 3- and 4-page stacks
   if array.ndim == 3:
-    array = array[..., None]
+    array = array[None]
   if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
     raise DataError(f"{path}: TIFF of shape {array.shape}; expected pages of "
                     "gray or RGB images")

@@ -121,7 +121,7 @@ def input_paths(pattern: str) -> list[str]:
 
 def read_input(path: str) -> np.ndarray:
   """[pages, H, W, C] in [0, 1]: one image, or every page of a TIFF stack."""
-  if _is_stack(path):
+  if path.lower().endswith(image_io.TIFF_SUFFIXES):
     return image_io.read_stack(path)
   return image_io.read_image(path)[None]
 
@@ -182,20 +182,6 @@ def _write(path, output, pages, results, probabilities, overlay) -> list[str]:
 
 def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
-
-
-def _is_stack(path: str) -> bool:
-  """A TIFF of several gray or colour pages (read_image reads the rest)."""
-  if not path.lower().endswith(image_io.TIFF_SUFFIXES) or not os.path.isfile(
-      path):
-    return False
-  import tifffile  # pylint: disable=g-import-not-at-top
-  try:
-    with tifffile.TiffFile(path) as tiff:
-      shape = tiff.series[0].shape
-  except Exception:  # pylint: disable=broad-except
-    return False  # read_image reports the damage
-  return len(shape) == 4 or (len(shape) == 3 and shape[-1] not in (1, 3, 4))
 
 
 def main(argv):
