@@ -6,7 +6,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from tests.conftest import REPO, tiny_cells_config
 from unetjax import history, input_pipeline, parallel, train

@@ -24,14 +24,12 @@ training logged for the same checkpoint and split.
 import csv
 import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
 from absl import app, flags
 
-from unetjax import datasets, parallel, plots, train
-from unetjax.errors import UnetjaxError
+from unetjax import cli, datasets, parallel, plots, train
 
 FLAGS = flags.FLAGS
 
@@ -134,13 +132,10 @@ def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
+  with cli.user_errors():
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
                               split=FLAGS.split, out=FLAGS.out,
                               num_examples=FLAGS.num_examples)
-  except UnetjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(f"Checkpoint {report['checkpoint_step']} on {report['split']} "
         f"({report['num_examples']} examples): " + ", ".join(
             f"{k} {v:.4f}" for k, v in report["metrics"].items()

@@ -13,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from unetjax import config as config_lib
+from unetjax.cli import fail
 from unetjax.errors import TrainingStopped, UnetjaxError
 
 FLAGS = flags.FLAGS
@@ -32,12 +33,6 @@ def quiet_library_logs() -> None:
   logging.get_absl_handler().addFilter(
       lambda record: "orbax" not in record.pathname
       or record.levelno >= std_logging.WARNING)
-
-
-def fail(message: str) -> None:
-  """The CLI's way out for a user error: one line on stderr, exit 1."""
-  print(f"error: {' '.join(message.splitlines())}", file=sys.stderr)
-  sys.exit(1)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -10,12 +10,11 @@ per metric, train and val, for any step range: the close-up of the first
 steps is a common request. Several workdirs are overlaid, one colour each.
 """
 import os
-import sys
 
 from absl import app, flags
 
-from unetjax import history, plots
-from unetjax.errors import ConfigError, UnetjaxError, WorkdirError
+from unetjax import cli, history, plots
+from unetjax.errors import ConfigError, WorkdirError
 
 FLAGS = flags.FLAGS
 
@@ -64,12 +63,9 @@ def main(argv):
   steps = FLAGS.steps.replace(":", "-") if FLAGS.steps else "all"
   out = FLAGS.out or os.path.join(FLAGS.workdir[0], "plots",
                                   f"curves_{steps}.png")
-  try:
+  with cli.user_errors():
     metrics = plot_workdirs(FLAGS.workdir, out, steps=FLAGS.steps,
                             metrics=FLAGS.metrics)
-  except UnetjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(f"Drew {', '.join(metrics)} to {out}")
 
 

@@ -15,7 +15,6 @@ page by page. Every input is read and checked before anything is written.
 import functools
 import glob
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +22,8 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from unetjax import image_io, tiling, train
-from unetjax.errors import ConfigError, DataError, UnetjaxError
+from unetjax import cli, image_io, tiling, train
+from unetjax.errors import ConfigError, DataError
 from unetjax.models.unet import valid_input_sizes
 
 FLAGS = flags.FLAGS
@@ -187,14 +186,11 @@ def _stem(path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  try:
+  with cli.user_errors():
     written = predict_files(
         FLAGS.workdir, FLAGS.input, FLAGS.output, checkpoint=FLAGS.checkpoint,
         tile_size=FLAGS.tile_size, batch_size=FLAGS.batch_size, tta=FLAGS.tta,
         probabilities=FLAGS.probabilities, overlay=FLAGS.overlay)
-  except UnetjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   print(f"Wrote {len(written)} files to {FLAGS.output}")
 
 

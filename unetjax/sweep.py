@@ -33,8 +33,9 @@ import sys
 
 from absl import app, flags
 
+from unetjax import cli
 from unetjax import config as config_lib
-from unetjax.errors import ConfigError, UnetjaxError
+from unetjax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -169,13 +170,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   common = dict(item.split("=", 1) for item in FLAGS.set)
-  try:
+  with cli.user_errors():
     rows = run_sweep(FLAGS.config, FLAGS.sweep, FLAGS.root,
                      parallel=FLAGS.parallel,
                      dry_run=FLAGS["dry-run"].value, common=common)
-  except UnetjaxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
   if rows:
     failed = sum(row["status"] != "done" for row in rows)
     print(f"{len(rows)} trials, {failed} failed: "

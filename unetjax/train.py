@@ -483,7 +483,6 @@ def _draw(experiment, steps, state, split, computed, workdir, writer,
 def _final_metrics(experiment, steps, state, workdir, logged, train_seconds,
                    seconds_before, start_step, mngr) -> dict[str, Any]:
   """Writes metrics.json: the last train/val metrics, test if it exists."""
-  config = experiment.config
   final = {
       "step": experiment.num_steps,
       "num_params": experiment.num_params,
