@@ -42,7 +42,7 @@ def test_torch_twin_has_the_reference_parameter_count():
 def test_summary_takes_medians_and_ratios():
   runs = {"jax": [dict(images_per_s=x, gflops_per_s=10 * x,
                        train_peak_rss_bytes=300, matmul_peak_gflops=100.0,
-                       flops_per_step=80e9, load_1min=[1.0, 1.0])
+                       analytic_flops_per_step=80e9, load_1min=[1.0, 1.0])
                   for x in (1.0, 4.0, 2.0)],
           "torch": [dict(images_per_s=1.0, step_s=8.0,
                          train_peak_rss_bytes=200,
@@ -115,8 +115,11 @@ def test_jax_worker_measures_the_packages_train_step(tmp_path):
       "analytic_flops_per_step"] < 2
   for key in ("compile_s", "matmul_peak_gflops", "input_images_per_s",
               "eval_images_per_s", "predict_images_per_s", "peak_rss_bytes",
-              "device_memory_bytes"):
+              "step_buffers_bytes"):
     assert result[key] > 0, key
+  assert result["gflops_per_s"] == pytest.approx(
+      result["analytic_flops_per_step"] / result["step_s"] / 1e9)
+  assert "device_peak_bytes" not in result  # the CPU does not report one
 
 
 def test_set_overrides_config_values_and_rejects_unknown_keys():
@@ -126,3 +129,33 @@ def test_set_overrides_config_values_and_rejects_unknown_keys():
   assert (config.data.image_size, config.augment.flip) == (64, False)
   with pytest.raises(ConfigError, match="--set data.nokey=1"):
     benchmark.override(config, ["data.nokey=1"])
+
+
+def test_fixed_batch_has_the_pipelines_shapes_dtypes_and_range():
+  from conftest import tiny_cells_config  # pylint: disable=g-import-not-at-top
+  from unetjax import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+  config = tiny_cells_config()
+  config.augment.crop_size = 8
+  split = datasets.build(config).split("train")
+  piped = next(input_pipeline.train_batches(
+      split, batch_size=4, seed=0, start_step=0,
+      augment_config=config.augment))
+  fixed = benchmark.fixed_batch(split, 4, crop_size=8)
+  assert fixed.keys() == piped.keys()
+  for key in fixed:
+    assert fixed[key].shape == piped[key].shape, key
+    assert fixed[key].dtype == piped[key].dtype, key
+  assert 0 <= fixed["image"].min() and fixed["image"].max() <= 1
+  np.testing.assert_array_equal(fixed["label"], split.labels[:4, :8, :8])
+  with pytest.raises(ConfigError, match="needs 9 training examples"):
+    benchmark.fixed_batch(split, 9, crop_size=0)
+
+
+def test_model_building_and_stepping_need_no_tensorflow():
+  """A GPU machine without TensorFlow can still run `--input fixed`."""
+  code = ("import sys; sys.modules['tensorflow'] = None\n"
+          "from unetjax import benchmark, train, evaluate\n"
+          "print('imported')")
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                        capture_output=True, text=True, check=False)
+  assert done.stdout.strip() == "imported", done.stderr[-2000:]

@@ -7,7 +7,9 @@ Every measurement runs in a fresh process (the figures include nothing
 another framework left behind), JAX and PyTorch alternating, `--repeats`
 times; the table shows the median over repeats. The JAX side runs the
 package's own `build_experiment` / `jit_steps` on the config's real input
-pipeline, so it measures what `unetjax-train` runs. The PyTorch side is the
+pipeline, so it measures what `unetjax-train` runs (`--input fixed` steps
+on one batch of training examples held on the device instead, for machines
+without TensorFlow). The PyTorch side is the
 same U-Net written in torch (`pip install -e .[bench]`), skipped when torch
 is not installed. FLOPs come from XLA's cost analysis of the compiled step,
 cross-checked with a count of the convolutions and matmuls in the traced
@@ -16,6 +18,7 @@ model, and are compared with a float32 matmul peak measured in each run.
 import argparse
 import ast
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -28,7 +31,11 @@ from typing import Any
 
 REFERENCE = "reference"
 ORIGINAL = "original"
-_MATMUL_SIZE = 2048
+PIPELINE, FIXED = "pipeline", "fixed"
+# The n of the n x n x n matmul whose speed is taken as the peak: a size at
+# which the backend's GEMM runs at full speed (a GPU needs a larger one).
+_MATMUL_SIZE = {"cpu": 2048}
+_MATMUL_SIZE_ACCELERATOR = 8192
 
 
 def reference_config():
@@ -95,10 +102,13 @@ def median_seconds(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def matmul_gflops(matmul, repeats: int = 5) -> float:
-  """float32 GFLOP/s of `matmul()`, a blocking n x n x n product."""
+def matmul_size(platform_name: str) -> int:
+  return _MATMUL_SIZE.get(platform_name, _MATMUL_SIZE_ACCELERATOR)
+
+
+def matmul_gflops(matmul, n: int, repeats: int = 5) -> float:
+  """GFLOP/s of `matmul()`, a blocking n x n x n product."""
   matmul()
-  n = _MATMUL_SIZE
   return 2 * n ** 3 / median_seconds(matmul, repeats) / 1e9
 
 
@@ -126,9 +136,29 @@ def override(config, assignments: list[str]) -> None:
   config.unlock()
 
 
+def fixed_batch(split, batch_size: int, crop_size: int) -> dict[str, Any]:
+  """The first `batch_size` training examples as the pipeline would give
+  them, without augmentation: the same shapes and value ranges."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  if split.sizes is not None or len(split) < batch_size:
+    raise ConfigError(f"--input {FIXED} needs {batch_size} training examples "
+                      f"of one size; this split has {len(split)}"
+                      + (" of varying sizes" if split.sizes is not None
+                         else ""))
+  images = split.images[:batch_size]
+  images = (images / np.float32(255) if images.dtype == np.uint8
+            else images.astype(np.float32))
+  labels = split.labels[:batch_size]
+  if crop_size:
+    images = images[:, :crop_size, :crop_size]
+    labels = labels[:, :crop_size, :crop_size]
+  return {"image": images, "label": labels}
+
+
 def run_jax(config_name: str, steps: int, batch_size: int,
-            dtype: str = "", assignments: tuple[str, ...] = ()
-            ) -> dict[str, Any]:
+            dtype: str = "", assignments: tuple[str, ...] = (),
+            input_mode: str = PIPELINE) -> dict[str, Any]:
   """One fresh process's measurements of the package's own train step."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -152,7 +182,11 @@ def run_jax(config_name: str, steps: int, batch_size: int,
         split, batch_size=config.batch_size, seed=config.seed, start_step=0,
         augment_config=config.augment)
 
-  stream = batches()
+  if input_mode == FIXED:
+    stream = itertools.repeat(fixed_batch(split, config.batch_size,
+                                          config.augment.crop_size))
+  else:
+    stream = batches()
   state = experiment.state
   replicated = parallel.replicated(experiment.mesh)
   metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
@@ -169,7 +203,8 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   step_times, waits = [], []
   for _ in range(steps):
     step_start = time.perf_counter()
-    batch = parallel.global_batch(next(stream), sharding)
+    if input_mode != FIXED:  # a fixed batch stays on the device
+      batch = parallel.global_batch(next(stream), sharding)
     waits.append(time.perf_counter() - step_start)
     state, metrics, health = jax.block_until_ready(steps_fns.train(
         state, metrics, health, batch))
@@ -179,11 +214,14 @@ def run_jax(config_name: str, steps: int, batch_size: int,
 
   flops = compiled.cost_analysis()["flops"]
   memory = compiled.memory_analysis()
-  a = jnp.ones((_MATMUL_SIZE, _MATMUL_SIZE), jnp.float32)
+  device_peak = _device_peak_bytes(jax.devices()[0])
+  size = matmul_size(jax.devices()[0].platform)
+  a = jnp.ones((size, size), jnp.dtype(config.dtype))
   product = jax.jit(jnp.matmul)
-  peak = matmul_gflops(lambda: product(a, a).block_until_ready())
+  peak = matmul_gflops(lambda: product(a, a).block_until_ready(), size)
   image = batch["image"]
-  return dict(
+  model_flops = analytic_train_flops(experiment, image)
+  result = dict(
       framework="jax", config=config_name, device=str(jax.devices()[0]),
       dtype=config.dtype,
       xla_flags=os.environ.get("XLA_FLAGS", ""),
@@ -193,18 +231,23 @@ def run_jax(config_name: str, steps: int, batch_size: int,
       time_to_first_step_s=first_step_s,
       step_s=step_s, images_per_s=config.batch_size / step_s,
       input_wait_fraction=sum(waits) / sum(step_times),
-      flops_per_step=flops,
-      analytic_flops_per_step=analytic_train_flops(experiment, image),
-      gflops_per_s=flops / step_s / 1e9, matmul_peak_gflops=peak,
-      input_images_per_s=input_throughput(batches(), config.batch_size),
+      flops_per_step=flops, analytic_flops_per_step=model_flops,
+      gflops_per_s=model_flops / step_s / 1e9, matmul_peak_gflops=peak,
+      input=input_mode,
       eval_images_per_s=_inference_throughput(
           steps_fns.eval, state, batch, config.batch_size),
       predict_images_per_s=_inference_throughput(
           steps_fns.predict, state, batch, config.batch_size),
       rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
       peak_rss_bytes=peak_rss_bytes(),
-      device_memory_bytes=_device_memory(jax.devices()[0], memory),
+      step_buffers_bytes=_buffer_bytes(memory),
       torch_spec=_torch_spec(config, experiment, image.shape))
+  if device_peak is not None:
+    result["device_peak_bytes"] = device_peak
+  if input_mode == PIPELINE:
+    result["input_images_per_s"] = input_throughput(batches(),
+                                                    config.batch_size)
+  return result
 
 
 def _inference_throughput(step, state, batch, batch_size: int) -> float:
@@ -224,11 +267,18 @@ def input_throughput(stream, batch_size: int, num_batches: int = 20) -> float:
   return num_batches * batch_size / (time.perf_counter() - start)
 
 
-def _device_memory(device, memory) -> int:
-  """Peak bytes in use where the device reports it, else XLA's estimate."""
+def _device_peak_bytes(device) -> int | None:
+  """Peak bytes in use on the device (compile-time autotuning included),
+  where the device reports it (GPUs do, the CPU does not)."""
   stats = device.memory_stats()
   if stats and "peak_bytes_in_use" in stats:
     return int(stats["peak_bytes_in_use"])
+  return None
+
+
+def _buffer_bytes(memory) -> int:
+  """XLA's size of the compiled step's arguments, outputs and temporaries,
+  donated arguments counted once."""
   return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
              + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
@@ -307,6 +357,12 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
   started = time.perf_counter()
   torch.manual_seed(0)
   device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda":
+    # As JAX on a GPU by default: TF32 in float32 matmuls and convolutions,
+    # and the fastest convolution algorithms picked by trial.
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
   autocast = torch.autocast(device, dtype=torch.bfloat16,
                             enabled=spec["dtype"] == "bfloat16")
   model = _torch_unet(torch, spec).to(device)
@@ -333,8 +389,10 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
   first_step_s = time.perf_counter() - started
   step_s = median_seconds(step, steps)
   train_rss = peak_rss_bytes()
-  a = torch.ones(_MATMUL_SIZE, _MATMUL_SIZE, device=device)
-  peak = matmul_gflops(lambda: torch.mm(a, a).sum().item())
+  size = matmul_size(device)
+  a = torch.ones(size, size, device=device,
+                 dtype=getattr(torch, spec["dtype"]))
+  peak = matmul_gflops(lambda: torch.mm(a, a).sum().item(), size)
   model.eval()
   with torch.no_grad(), autocast:
     predict_s = median_seconds(
@@ -445,14 +503,14 @@ def torch_available() -> bool:
 
 
 def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
-              dtype: str, assignments: list[str],
-              with_torch: bool) -> dict[str, Any]:
+              dtype: str, assignments: list[str], with_torch: bool,
+              input_mode: str = PIPELINE) -> dict[str, Any]:
   """Alternating fresh-process runs of JAX (and torch): all results."""
   runs = {"jax": [], "torch": []}
   for _ in range(repeats):
     jax_run = _run_worker(["jax", "--config", config_name, "--steps",
                            str(steps), "--batch-size", str(batch_size),
-                           "--dtype", dtype,
+                           "--dtype", dtype, "--input", input_mode,
                            *[f"--set={a}" for a in assignments]])
     runs["jax"].append(jax_run)
     spec = jax_run.get("torch_spec")
@@ -460,6 +518,7 @@ def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
       runs["torch"].append(_run_worker(["torch", "--steps", str(steps),
                                         "--spec", json.dumps(spec)]))
   return dict(config=config_name, steps=steps, repeats=repeats,
+              input=input_mode,
               machine=machine(), runs=runs, summary=summarize(runs))
 
 
@@ -469,7 +528,7 @@ _MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s",
                 "matmul_peak_gflops", "input_images_per_s",
                 "eval_images_per_s", "predict_images_per_s",
                 "rss_at_start_bytes", "train_peak_rss_bytes", "peak_rss_bytes",
-                "device_memory_bytes", "num_params")
+                "step_buffers_bytes", "device_peak_bytes", "num_params")
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
@@ -491,9 +550,10 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
                                              / torch_s["images_per_s"])
     summary["memory_ratio_jax_over_torch"] = (
         jax_s["train_peak_rss_bytes"] / torch_s["train_peak_rss_bytes"])
-    if "flops_per_step" in jax_s:
+    if "analytic_flops_per_step" in jax_s:
       summary["torch_fraction_of_peak"] = (
-          jax_s["flops_per_step"] / torch_s["step_s"] / 1e9 / max(peaks))
+          jax_s["analytic_flops_per_step"] / torch_s["step_s"] / 1e9
+          / max(peaks))
   return summary
 
 
@@ -550,6 +610,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--set", action="append", default=[],
                       metavar="KEY=VALUE",
                       help="override a config value, e.g. data.dir=/data")
+  parser.add_argument("--input", choices=(PIPELINE, FIXED), default=PIPELINE,
+                      help="JAX input: the tf.data pipeline with "
+                           "augmentation, or one batch kept on the device")
   parser.add_argument("--frameworks", default="jax,torch")
   parser.add_argument("--json", default="",
                       help="also write all results to this file")
@@ -563,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   if args.worker == "jax":
     print(json.dumps(run_jax(args.config, args.steps, args.batch_size,
-                             args.dtype, args.set)))
+                             args.dtype, args.set, args.input)))
     return
   if args.worker == "torch":
     print(json.dumps(run_torch(json.loads(args.spec), args.steps)))
@@ -575,7 +638,8 @@ def main(argv: list[str] | None = None) -> None:
     with_torch = False
   result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
                      batch_size=args.batch_size, dtype=args.dtype,
-                     assignments=args.set, with_torch=with_torch)
+                     assignments=args.set, with_torch=with_torch,
+                     input_mode=args.input)
   print(table(result))
   if args.json:
     with open(args.json, "w") as f:

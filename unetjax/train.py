@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from clu import metric_writers, periodic_actions
 from flax import nnx, serialization
 
 from unetjax import checkpointing
@@ -325,7 +324,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     _write_text(os.path.join(workdir, "model_summary.txt"),
                 experiment.summary)
     history.truncate_after(workdir, start_step)
-    writer = _writer(workdir)
+    from unetjax import writers  # pylint: disable=g-import-not-at-top
+    writer = writers.create(workdir)
     with contextlib.closing(writer), _StopSignals() as stop:
       if start_step == 0:
         writer.write_hparams(config_lib.flat_items(config.to_dict()))
@@ -340,9 +340,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
           process_index=jax.process_index(),
           process_count=jax.process_count())
       sharding = parallel.data_sharding(experiment.mesh)
-      report = periodic_actions.ReportProgress(
-          num_train_steps=experiment.num_steps, writer=writer,
-          every_steps=config.log_every_steps)
+      report = writers.progress_report(experiment.num_steps, writer,
+                                       config.log_every_steps)
 
       def save(step, metrics):
         """Checks the state is finite, then starts an async save."""
@@ -451,14 +450,6 @@ def _restore_or_init(experiment: Experiment, mngr,
   logging.info("Resuming from the checkpoint at step %d.", meta["step"])
   print(f"Resuming from the checkpoint at step {meta['step']}.", flush=True)
   return state, loop, meta
-
-
-def _writer(workdir: str) -> metric_writers.MetricWriter:
-  main = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0)
-  if jax.process_index() > 0:
-    return main
-  return metric_writers.MultiWriter([main, history.JsonlWriter(workdir)])
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
