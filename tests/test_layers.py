@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from conftest import tiny_cells_config
@@ -77,3 +78,27 @@ def test_bfloat16_compute_keeps_float32_params_and_loss():
   np.testing.assert_allclose(loss16, loss32, rtol=0.02)
   assert {x.dtype for x in jax.tree.leaves(state) if x.dtype.kind == "f"} == {
       jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 9, 3), (1, 5, 4, 2)])
+def test_max_pool_2x2_equals_reduce_window_pooling_gradient_included(shape):
+  # Rounded, rectified values: most windows hold tied maxima (zeros and
+  # equal integers), where the gradient must go to the first, as XLA's
+  # select-and-scatter sends it. Odd sizes drop the last row/column.
+  x = jnp.maximum(jnp.round(2 * jax.random.normal(jax.random.key(0), shape)),
+                  0)
+  out_shape = (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+  g = jax.random.normal(jax.random.key(1), out_shape)
+  plain = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))  # pylint: disable=unnecessary-lambda-assignment
+  fast_y, fast_vjp = jax.vjp(layers.max_pool_2x2, x)
+  plain_y, plain_vjp = jax.vjp(plain, x)
+  np.testing.assert_array_equal(fast_y, plain_y)
+  np.testing.assert_array_equal(fast_vjp(g)[0], plain_vjp(g)[0])
+  ties = (layers._pool_windows(x) == fast_y[:, :, None, :, None]).sum((2, 4))  # pylint: disable=protected-access
+  assert (ties > 1).any()  # the case that tells the two rules apart
+
+
+def test_max_pool_2x2_gradient_takes_the_first_of_tied_maxima():
+  x = jnp.array([[1.0, 3.0], [3.0, 3.0]]).reshape(1, 2, 2, 1)
+  grad = jax.grad(lambda x: layers.max_pool_2x2(x).sum())(x)
+  np.testing.assert_array_equal(grad.reshape(2, 2), [[0, 1], [0, 0]])

@@ -50,10 +50,10 @@ class ConvStage(nnx.Module):
     if self.norm is not None:
       x = self.norm(x)
     if self.pool and self.pool_first:
-      x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+      x = layers.max_pool_2x2(x)
     x = self.activation(x)
     if self.pool and not self.pool_first:
-      x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+      x = layers.max_pool_2x2(x)
     return x
 
 

@@ -177,7 +177,7 @@ class UNet(nnx.Module):
     for block in self.down:
       x = block(x)
       skips.append(x)
-      x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+      x = layers.max_pool_2x2(x)
     if self.dilate and self.addition:
       x = sum(self.bottleneck.layer_outputs(x))
       if self.bottleneck.dropout is not None:
