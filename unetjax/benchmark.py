@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from unetjax import compilation_cache
+
 REFERENCE = "reference"
 ORIGINAL = "original"
 PIPELINE, FIXED = "pipeline", "fixed"
@@ -485,11 +487,16 @@ def _cpu_name() -> str:
 
 
 def _run_worker(args: list[str]) -> dict[str, Any]:
-  """Runs one measurement in a fresh interpreter; its last line is JSON."""
+  """Runs one measurement in a fresh interpreter; its last line is JSON.
+
+  The persistent compilation cache is off there, so every run compiles
+  from scratch and the compile times are comparable.
+  """
   load_before = os.getloadavg()[0]
+  env = dict(os.environ, **{compilation_cache.OPT_OUT_VARIABLE: "0"})
   done = subprocess.run([sys.executable, "-m", "unetjax.benchmark",
                          "--worker", *args], capture_output=True, text=True,
-                        check=False)
+                        check=False, env=env)
   if done.returncode:
     tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
     return dict(error=tail)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from unetjax import xla_flags
+from unetjax import compilation_cache, xla_flags
 from unetjax.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -18,7 +18,8 @@ DATA_AXIS = "data"
 
 def initialize_distributed() -> None:
   """Prepares JAX before its first computation: the package's XLA flags
-  (`unetjax.xla_flags`), then a multi-process run if the launcher set one.
+  (`unetjax.xla_flags`) and compilation cache (`unetjax.compilation_cache`),
+  then a multi-process run if the launcher set one.
 
   `JAX_COORDINATOR_ADDRESS` (host:port of process 0) is read by JAX itself;
   on a cluster JAX detects (SLURM, Open MPI, ...) that is all it needs. For
@@ -26,6 +27,7 @@ def initialize_distributed() -> None:
   the processes all-reduce through gloo, JAX's default CPU collectives.
   """
   xla_flags.configure()
+  compilation_cache.configure()
   if (os.environ.get("JAX_COORDINATOR_ADDRESS")
       and not jax.distributed.is_initialized()):
     jax.distributed.initialize(num_processes=_env_int("JAX_NUM_PROCESSES"),
