@@ -133,6 +133,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   with cli.user_errors():
+    parallel.initialize_distributed()  # XLA flags, compilation cache
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
                               split=FLAGS.split, out=FLAGS.out,
                               num_examples=FLAGS.num_examples)

@@ -22,7 +22,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from unetjax import cli, image_io, tiling, train
+from unetjax import cli, image_io, parallel, tiling, train
 from unetjax.errors import ConfigError, DataError
 from unetjax.models.unet import valid_input_sizes
 
@@ -187,6 +187,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   with cli.user_errors():
+    parallel.initialize_distributed()  # XLA flags, compilation cache
     written = predict_files(
         FLAGS.workdir, FLAGS.input, FLAGS.output, checkpoint=FLAGS.checkpoint,
         tile_size=FLAGS.tile_size, batch_size=FLAGS.batch_size, tta=FLAGS.tta,
