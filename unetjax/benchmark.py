@@ -9,11 +9,12 @@ times; the table shows the median over repeats. The JAX side runs the
 package's own `build_experiment` / `jit_steps` on the config's real input
 pipeline, so it measures what `unetjax-train` runs (`--input fixed` steps
 on one batch of training examples held on the device instead, for machines
-without TensorFlow). The PyTorch side is the
-same U-Net written in torch (`pip install -e .[bench]`), skipped when torch
-is not installed. FLOPs come from XLA's cost analysis of the compiled step,
-cross-checked with a count of the convolutions and matmuls in the traced
-model, and are compared with a float32 matmul peak measured in each run.
+without TensorFlow). The PyTorch side is the same U-Net written in torch
+(`pip install -e .[bench]`), skipped when torch is not installed. FLOPs are
+counted from the convolutions and matmuls of the traced model (XLA's cost
+analysis of the compiled step is reported beside them; on a GPU it misses
+the cuDNN convolutions) and compared with a matmul peak, in the compute
+dtype, measured in each run.
 """
 import argparse
 import ast
