@@ -6,11 +6,11 @@ walking per step, no host sync except at log and eval intervals, and the
 state buffers donated. Metrics accumulate on device in CLU collections.
 
 Reliability (docs/reliability.md): the step also records, on device, the
-first step whose loss, gradient or updated parameter was not finite; the
-host looks at it only when it logs or saves, so a diverged state is never
-checkpointed. SIGTERM and SIGINT end the run after the current step with a
-checkpoint, and a checkpoint holds everything the loop carries, so stopped,
-killed and uninterrupted runs end bit-identical on CPU.
+first step whose loss or gradient was not finite; the host looks at it
+only when it logs or saves, so a diverged state is never checkpointed.
+SIGTERM and SIGINT end the run after the current step with a checkpoint,
+and a checkpoint holds everything the loop carries, so stopped, killed and
+uninterrupted runs end bit-identical on CPU.
 """
 import contextlib
 import dataclasses
@@ -31,7 +31,8 @@ from flax import nnx, serialization
 
 from unetjax import checkpointing
 from unetjax import config as config_lib
-from unetjax import datasets, history, input_pipeline, models, optimizers
+from unetjax import datasets, history, host_memory, input_pipeline, models
+from unetjax import optimizers
 from unetjax import parallel, schedules, tasks, workdir as workdir_lib
 from unetjax import augment
 from unetjax.errors import ConfigError, DivergenceError, TrainingStopped
@@ -170,6 +171,16 @@ def jit_steps(experiment: Experiment) -> Steps:
                     out_shardings=(replicated,) * 3),
       eval=jax.jit(functools.partial(eval_step, *bound)),
       predict=jax.jit(functools.partial(predict_step, *bound)))
+
+
+def compile_ahead(step, *args):
+  """Compiles a jitted step for these arguments before its first run, then
+  gives the heap the compiler freed back to the OS (`host_memory`), so the
+  step's buffers do not come on top of it. Later calls of `step` reuse this
+  compilation; the compiled executable is returned for its analyses."""
+  compiled = step.lower(*args).compile()
+  host_memory.release_free_heap()
+  return compiled
 
 
 # --- numerical health --------------------------------------------------------
@@ -362,6 +373,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
       for step in range(start_step + 1, experiment.num_steps + 1):
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = parallel.global_batch(next(batches), sharding)
+          if step == start_step + 1:
+            compile_ahead(steps.train, state, train_metrics, health, batch)
           state, train_metrics, health = steps.train(
               state, train_metrics, health, batch)
         report(step)
@@ -387,6 +400,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
           _draw(experiment, steps, state, val, val_metrics, workdir, writer,
                 step)
           writer.flush()
+          host_memory.release_free_heap()  # what evaluation compiled
           started = time.perf_counter()
         if stop.signum:
           train_seconds += time.perf_counter() - started
