@@ -24,12 +24,12 @@ ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu",
 class UpConv2x2(nnx.Module):
   """A 2x2, stride-2 transposed convolution written as what it computes.
 
-  Each input pixel becomes a 2x2 output block: an einsum with the kernel and
-  a depth-to-space reshape. XLA's CPU backend lowers the gradient of
-  `nnx.ConvTranspose` to a dilated, reversed convolution that runs at a few
-  GFLOP/s; this form runs as a matmul. It equals `nnx.ConvTranspose(
-  kernel_size=(2, 2), strides=(2, 2), padding='VALID')` whose kernel is this
-  one flipped in both spatial axes (tests check it).
+  Each input pixel becomes a 2x2 output block: a matmul with the kernel and
+  a depth-to-space reshape (`upsample_2x2`). XLA's CPU backend lowers the
+  gradient of `nnx.ConvTranspose` to a dilated, reversed convolution that
+  runs at a few GFLOP/s; this form runs as matmuls. It equals
+  `nnx.ConvTranspose(kernel_size=(2, 2), strides=(2, 2), padding='VALID')`
+  whose kernel is this one flipped in both spatial axes (tests check it).
   """
 
   def __init__(self, in_features: int, out_features: int, *,
@@ -41,11 +41,52 @@ class UpConv2x2(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    n, h, w, _ = x.shape
-    kernel = self.kernel[...].astype(self.dtype)
-    y = jnp.einsum("nhwc,ijco->nhiwjo", x.astype(self.dtype), kernel)
-    y = y.reshape(n, 2 * h, 2 * w, kernel.shape[-1])
+    y = upsample_2x2(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
     return y + self.bias[...].astype(self.dtype)
+
+
+@jax.custom_vjp
+def upsample_2x2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Each pixel of an NHWC batch times `kernel` [2, 2, in, out] becomes the
+  2x2 block of the output (no bias), with a gradient written out by hand.
+
+  One matmul [pixels, in] x [in, 2*2*out], then depth-to-space. Written as
+  an einsum and differentiated by JAX, XLA's CPU backend computed it in a
+  [2*2*out, pixels] layout and copied the output and its gradient in and
+  out of that layout, slowly; here the only copies are the depth-to-space
+  and its inverse. On the 8x128x128x64 -> 8x256x256x32 level: forward 89
+  -> 57 ms, backward 229 -> 76 ms.
+  """
+  n, h, w, c = x.shape
+  out = kernel.shape[-1]
+  y = x.reshape(n * h * w, c) @ _kernel_rows(kernel)
+  return (y.reshape(n, h, w, 2, 2, out).transpose(0, 1, 3, 2, 4, 5)
+          .reshape(n, 2 * h, 2 * w, out))
+
+
+def _kernel_rows(kernel: jax.Array) -> jax.Array:
+  """[2, 2, in, out] -> [in, 2*2*out], the order of each 2x2 block."""
+  _, _, c, out = kernel.shape
+  return kernel.transpose(2, 0, 1, 3).reshape(c, 4 * out)
+
+
+def _upsample_fwd(x, kernel):
+  return upsample_2x2(x, kernel), (x, kernel)
+
+
+def _upsample_bwd(residuals, g):
+  x, kernel = residuals
+  n, h, w, c = x.shape
+  out = kernel.shape[-1]
+  g_blocks = (g.reshape(n, h, 2, w, 2, out).transpose(0, 1, 3, 2, 4, 5)
+              .reshape(n * h * w, 4 * out))  # space-to-depth
+  dx = (g_blocks @ _kernel_rows(kernel).T).reshape(x.shape)
+  dkernel = jax.lax.dot_general(x.reshape(-1, c), g_blocks,
+                                (((0,), (0,)), ((), ())))
+  return dx, dkernel.reshape(c, 2, 2, out).transpose(1, 2, 0, 3)
+
+
+upsample_2x2.defvjp(_upsample_fwd, _upsample_bwd)
 
 
 @jax.custom_vjp
