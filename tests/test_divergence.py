@@ -6,7 +6,9 @@ short healthy run, so the expected step and quantity are known exactly.
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from tests.conftest import tiny_cells_config
@@ -98,3 +100,23 @@ def test_skipping_nonfinite_updates_keeps_the_state_of_the_last_good_step(
   for a, b in zip(final_state(workdir, 8), final_state(workdir, 4),
                   strict=True):
     assert (a == b).all()
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
+def test_nonfinite_flags_name_exactly_the_bad_quantities(bad_value):
+  block = train.CHECK_BLOCK
+  grads = {"a": np.zeros((3,), np.float32),  # small: checked per element
+           "b": np.zeros((2, block), np.float32),  # whole rows
+           "c": np.zeros((block + 5,), np.float32),  # last row padded
+           "d": np.zeros((block - 1,), np.float32)}
+  loss = np.float32(1.0)
+  flags = jax.jit(train.nonfinite_flags)
+  # quantities: loss, then the gradients in key order a, b, c, d
+  assert not flags(loss, grads).any()
+  for name, index in [("a", 2), ("b", block), ("b", 2 * block - 1),
+                      ("c", block - 1), ("c", block + 4), ("d", 0)]:
+    bad = {k: v.copy() for k, v in grads.items()}
+    bad[name].reshape(-1)[index] = bad_value
+    want = [False] + [k == name for k in sorted(grads)]
+    assert flags(loss, bad).tolist() == want, (name, index)
+  assert flags(np.float32(bad_value), grads).tolist() == [True] + [False] * 4
