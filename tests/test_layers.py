@@ -11,7 +11,15 @@ from unetjax.models import layers
 from unetjax.models.unet import UNet
 
 
-def test_upconv2x2_equals_conv_transpose_with_flipped_kernel():
+@pytest.fixture
+def exact_matmuls():
+  """float32 matmuls and convolutions in full precision (not a GPU's TF32),
+  so the two formulations can be compared to 1e-5."""
+  with jax.default_matmul_precision("highest"):
+    yield
+
+
+def test_upconv2x2_equals_conv_transpose_with_flipped_kernel(exact_matmuls):
   up = layers.UpConv2x2(3, 5, rngs=nnx.Rngs(0))
   up.bias[...] = jax.random.normal(jax.random.key(1), (5,))
   plain = nnx.ConvTranspose(3, 5, kernel_size=(2, 2), strides=(2, 2),
@@ -22,7 +30,7 @@ def test_upconv2x2_equals_conv_transpose_with_flipped_kernel():
   np.testing.assert_allclose(up(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-def test_upconv2x2_gradients_equal_conv_transpose():
+def test_upconv2x2_gradients_equal_conv_transpose(exact_matmuls):
   up = layers.UpConv2x2(4, 2, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(3), (2, 3, 3, 4))
 
