@@ -4,7 +4,8 @@ XLA's compiler and model construction use a few hundred MB of C heap and
 free it once they are done, but glibc keeps freed heap pages in the
 process. A train step's buffers are large allocations that glibc maps
 anew, so without this they come on top of that freed heap. On the reference
-U-Net (docs/performance.md) this took peak RSS from 2.74 to 2.41 GiB.
+U-Net's benchmark (docs/performance.md, `--input fixed`) this took peak
+RSS from 2.74 to 2.41 GiB.
 """
 import ctypes
 import ctypes.util
@@ -30,4 +31,3 @@ def _malloc_trim():
   if name is None:
     return None
   return getattr(ctypes.CDLL(name), "malloc_trim", None)
-
