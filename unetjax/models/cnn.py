@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unetjax.errors import ConfigError
-from unetjax.models import layers
+from unetjax.models import layers, normalization
 
 ORDERS = ("conv_act_pool", "conv_pool_act")
 
@@ -38,7 +38,7 @@ class ConvStage(nnx.Module):
     self.conv = nnx.Conv(in_features, out_features, kernel_size=(3, 3),
                          padding="SAME", use_bias=not batchnorm, dtype=dtype,
                          param_dtype=param_dtype, rngs=rngs)
-    self.norm = nnx.BatchNorm(
+    self.norm = normalization.BatchNorm(
         out_features, momentum=bn_momentum, epsilon=1e-5, dtype=dtype,
         param_dtype=param_dtype, rngs=rngs) if batchnorm else None
     self.activation = layers.activation(activation)

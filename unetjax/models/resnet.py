@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from unetjax.errors import ConfigError
+from unetjax.models import normalization
 
 BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 # torchvision's conv init (He normal, fan-out); also far cheaper to compile
@@ -59,8 +60,9 @@ class ResNet(nnx.Module):
       raise ConfigError(f"model.width={width!r}: expected an integer >= 1")
 
     def norm(features):
-      return nnx.BatchNorm(features, momentum=bn_momentum, epsilon=1e-5,
-                           dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+      return normalization.BatchNorm(features, momentum=bn_momentum,
+                                     epsilon=1e-5, dtype=dtype,
+                                     param_dtype=param_dtype, rngs=rngs)
 
     self.stem = nnx.Conv(in_channels, width, (7, 7), strides=2, padding=3,
                          use_bias=False, kernel_init=CONV_INIT, dtype=dtype,

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from unetjax.errors import ConfigError
-from unetjax.models import layers
+from unetjax.models import layers, normalization
 
 _PADDINGS = ("SAME", "VALID")
 _UPSAMPLING = ("transpose", "bilinear")
@@ -37,7 +37,7 @@ class ConvBlock(nnx.Module):
           kernel_dilation=dilation, use_bias=not batchnorm, dtype=dtype,
           param_dtype=param_dtype, rngs=rngs))
       if batchnorm:
-        self.norms.append(nnx.BatchNorm(
+        self.norms.append(normalization.BatchNorm(
             out_features, momentum=bn_momentum, epsilon=1e-5, dtype=dtype,
             param_dtype=param_dtype, rngs=rngs))
     self.activation = layers.activation(activation)
