@@ -109,3 +109,42 @@ def test_max_pool_2x2_gradient_takes_the_first_of_tied_maxima():
   x = jnp.array([[1.0, 3.0], [3.0, 3.0]]).reshape(1, 2, 2, 1)
   grad = jax.grad(lambda x: layers.max_pool_2x2(x).sum())(x)
   np.testing.assert_array_equal(grad.reshape(2, 2), [[0, 1], [0, 0]])
+
+
+@pytest.mark.parametrize("padding, dilation", [("SAME", 1), ("VALID", 2)])
+def test_late_input_conv_equals_nnx_conv_gradients_included(
+    exact_matmuls, padding, dilation):
+  def conv(conv_function):
+    return nnx.Conv(3, 4, kernel_size=(3, 3), padding=padding,
+                    kernel_dilation=dilation, rngs=nnx.Rngs(0),
+                    conv_general_dilated=conv_function)
+  late, plain = conv(layers.late_input_conv), conv(jax.lax.conv_general_dilated)
+  x = jax.random.normal(jax.random.key(4), (2, 9, 8, 3))
+
+  def loss(model, x):
+    return jnp.sum(jnp.sin(model(x)))
+
+  got = nnx.grad(loss, argnums=(0, 1))(late, x)
+  want = nnx.grad(loss, argnums=(0, 1))(plain, x)
+  np.testing.assert_array_equal(late(x), plain(x))
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_late_input_conv_does_not_hold_input_copies_for_the_backward_pass():
+  """Four convolutions: with the plain one, XLA copies each input for the
+  weight gradient in the forward pass and holds the copies."""
+  x = jax.random.normal(jax.random.key(0), (4, 32, 32, 8))
+  kernels = jax.random.normal(jax.random.key(1), (4, 3, 3, 8, 8)) * 0.1
+
+  def temporary_bytes(conv):
+    def loss(kernels, x):
+      for kernel in kernels:
+        x = jax.nn.relu(conv(x, kernel, (1, 1), "SAME",
+                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+      return jnp.sum(x ** 2)
+    compiled = jax.jit(jax.grad(loss)).lower(kernels, x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert temporary_bytes(layers.late_input_conv) <= (
+      temporary_bytes(jax.lax.conv_general_dilated) - 2 * x.nbytes)

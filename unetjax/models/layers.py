@@ -89,6 +89,43 @@ def _upsample_bwd(residuals, g):
 upsample_2x2.defvjp(_upsample_fwd, _upsample_bwd)
 
 
+def late_input_conv(lhs: jax.Array, rhs: jax.Array, *args,
+                    **kwargs) -> jax.Array:
+  """`lax.conv_general_dilated` whose weight gradient reads its input only
+  once the backward pass reaches it.
+
+  For the weight gradient XLA's CPU backend copies each convolution's input
+  into a [features, H, W, batch] layout. Left alone, it makes that copy
+  during the forward pass and holds it until the backward pass needs it,
+  next to everything else kept for the backward pass. Here the backward
+  pass's input is tied to the incoming gradient (plus zero times one of its
+  elements per example), so the copy can only be made once that gradient
+  exists. On the reference U-Net: XLA's buffers for the step 1.38 -> 1.20
+  GiB, same step time. With a finite gradient the values are those of
+  `lax.conv_general_dilated`; a non-finite one gives a non-finite weight
+  gradient, as it would anyway.
+  """
+  def conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, *args, **kwargs)
+
+  @jax.custom_vjp
+  def late_conv(x, kernel):
+    return conv(x, kernel)
+
+  def forward(x, kernel):
+    return conv(x, kernel), (x, kernel)
+
+  def backward(residuals, g):
+    x, kernel = residuals
+    # One element per example, so a batch sharded over devices stays local.
+    first_of_each_example = g[(slice(None),) + (slice(0, 1),) * (g.ndim - 1)]
+    x = x + (first_of_each_example * 0).astype(x.dtype)
+    return jax.vjp(conv, x, kernel)[1](g)
+
+  late_conv.defvjp(forward, backward)
+  return late_conv(lhs, rhs)
+
+
 @jax.custom_vjp
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2x2, stride-2 max pooling of an NHWC batch (an odd last row or column

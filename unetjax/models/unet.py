@@ -35,7 +35,8 @@ class ConvBlock(nnx.Module):
           in_features if i == 0 else out_features, out_features,
           kernel_size=(kernel_size, kernel_size), padding=padding,
           kernel_dilation=dilation, use_bias=not batchnorm, dtype=dtype,
-          param_dtype=param_dtype, rngs=rngs))
+          param_dtype=param_dtype, conv_general_dilated=layers.late_input_conv,
+          rngs=rngs))
       if batchnorm:
         self.norms.append(normalization.BatchNorm(
             out_features, momentum=bn_momentum, epsilon=1e-5, dtype=dtype,
