@@ -57,3 +57,20 @@ def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("trained") / "wd")
   train.train_and_evaluate(tiny_cells_config(), workdir)
   return workdir
+
+
+def same_conv(x, kernel, conv=None):
+  """A stride-1, SAME-padded NHWC convolution (`conv`: a function with
+  `lax.conv_general_dilated`'s signature, that one by default)."""
+  import jax  # pylint: disable=g-import-not-at-top  (env above comes first)
+  conv = conv or jax.lax.conv_general_dilated
+  return conv(x, kernel, (1, 1), "SAME",
+              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def gradient_temporary_bytes(loss, *args) -> int:
+  """XLA's temporary buffers for the compiled gradient of `loss` at `args`:
+  what the backward pass holds beyond the arguments and results."""
+  import jax  # pylint: disable=g-import-not-at-top
+  compiled = jax.jit(jax.grad(loss)).lower(*args).compile()
+  return compiled.memory_analysis().temp_size_in_bytes

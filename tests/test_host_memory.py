@@ -40,6 +40,7 @@ def test_freed_heap_goes_back_to_the_os():
   for address in chunks[1::2]:
     libc.free(address)
 
+
 def test_compile_ahead_is_reused_by_the_jitted_step(caplog):
   step = jax.jit(lambda x: jnp.tanh(x) * 2)
   x = jnp.arange(5.0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from conftest import tiny_cells_config
+from conftest import gradient_temporary_bytes, same_conv, tiny_cells_config
 from unetjax import input_pipeline, train
 from unetjax.models import layers
 from unetjax.models.unet import UNet
@@ -140,11 +140,9 @@ def test_late_input_conv_does_not_hold_input_copies_for_the_backward_pass():
   def temporary_bytes(conv):
     def loss(kernels, x):
       for kernel in kernels:
-        x = jax.nn.relu(conv(x, kernel, (1, 1), "SAME",
-                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+        x = jax.nn.relu(same_conv(x, kernel, conv))
       return jnp.sum(x ** 2)
-    compiled = jax.jit(jax.grad(loss)).lower(kernels, x).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
+    return gradient_temporary_bytes(loss, kernels, x)
 
   assert temporary_bytes(layers.late_input_conv) <= (
       temporary_bytes(jax.lax.conv_general_dilated) - 2 * x.nbytes)

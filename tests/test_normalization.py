@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from conftest import gradient_temporary_bytes, same_conv
 from unetjax.models import normalization
 
 
@@ -81,12 +82,9 @@ def test_gradient_keeps_only_the_input_for_the_backward_pass():
   def temporary_bytes(norm_class):
     def loss(kernels, x):
       norm = norm_class(8, rngs=nnx.Rngs(0))
-      conv = lambda x, k: jax.lax.conv_general_dilated(
-          x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-      return jnp.sum(conv(jax.nn.relu(norm(conv(x, kernels[0]))),
-                          kernels[1]) ** 2)
-    compiled = jax.jit(jax.grad(loss)).lower(kernels, x).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
+      y = jax.nn.relu(norm(same_conv(x, kernels[0])))
+      return jnp.sum(same_conv(y, kernels[1]) ** 2)
+    return gradient_temporary_bytes(loss, kernels, x)
 
   assert temporary_bytes(normalization.BatchNorm) <= (
       temporary_bytes(nnx.BatchNorm) - x.nbytes)

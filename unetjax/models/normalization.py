@@ -84,8 +84,9 @@ def _normalize_bwd(epsilon, residuals, g):
   centred = x - mean
   g_bias = g.sum(axes)
   g_centred_sum = (g * centred).sum(axes)
-  g_x = g * (inv_std * scale)
-  g_mean = -g_bias * (inv_std * scale)
+  gain = inv_std * scale
+  g_x = g * gain
+  g_mean = -g_bias * gain
   g_var = g_centred_sum * scale * -0.5 * inv_std ** 3
   g_scale = g_centred_sum * inv_std
   return (g_x.astype(x.dtype), g_mean.astype(mean.dtype),
