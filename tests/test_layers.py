@@ -111,15 +111,17 @@ def test_max_pool_2x2_gradient_takes_the_first_of_tied_maxima():
   np.testing.assert_array_equal(grad.reshape(2, 2), [[0, 1], [0, 0]])
 
 
-@pytest.mark.parametrize("padding, dilation", [("SAME", 1), ("VALID", 2)])
+@pytest.mark.parametrize("settings", [
+    dict(padding="SAME"),
+    dict(padding="VALID", kernel_dilation=2),
+    dict(padding="SAME", strides=2, feature_group_count=2)])
 def test_late_input_conv_equals_nnx_conv_gradients_included(
-    exact_matmuls, padding, dilation):
+    exact_matmuls, settings):
   def conv(conv_function):
-    return nnx.Conv(3, 4, kernel_size=(3, 3), padding=padding,
-                    kernel_dilation=dilation, rngs=nnx.Rngs(0),
-                    conv_general_dilated=conv_function)
+    return nnx.Conv(4, 6, kernel_size=(3, 3), rngs=nnx.Rngs(0),
+                    conv_general_dilated=conv_function, **settings)
   late, plain = conv(layers.late_input_conv), conv(jax.lax.conv_general_dilated)
-  x = jax.random.normal(jax.random.key(4), (2, 9, 8, 3))
+  x = jax.random.normal(jax.random.key(4), (2, 9, 8, 4))
 
   def loss(model, x):
     return jnp.sum(jnp.sin(model(x)))
@@ -132,17 +134,36 @@ def test_late_input_conv_equals_nnx_conv_gradients_included(
 
 
 def test_late_input_conv_does_not_hold_input_copies_for_the_backward_pass():
-  """Four convolutions: with the plain one, XLA copies each input for the
-  weight gradient in the forward pass and holds the copies."""
+  """With the plain convolution XLA copies each input for the weight
+  gradient in the forward pass and holds the copy: each convolution more
+  holds two inputs' worth (the copy and its ReLU's input), here one."""
   x = jax.random.normal(jax.random.key(0), (4, 32, 32, 8))
-  kernels = jax.random.normal(jax.random.key(1), (4, 3, 3, 8, 8)) * 0.1
+  kernels = jax.random.normal(jax.random.key(1), (8, 3, 3, 8, 8)) * 0.1
 
-  def temporary_bytes(conv):
+  def temporary_bytes(conv, depth):
     def loss(kernels, x):
       for kernel in kernels:
         x = jax.nn.relu(same_conv(x, kernel, conv))
       return jnp.sum(x ** 2)
-    return gradient_temporary_bytes(loss, kernels, x)
+    return gradient_temporary_bytes(loss, kernels[:depth], x)
 
-  assert temporary_bytes(layers.late_input_conv) <= (
-      temporary_bytes(jax.lax.conv_general_dilated) - 2 * x.nbytes)
+  def growth(conv):
+    return temporary_bytes(conv, 8) - temporary_bytes(conv, 4)
+
+  # Four convolutions more: four copies fewer held, less a few small buffers.
+  assert growth(layers.late_input_conv) <= (
+      growth(jax.lax.conv_general_dilated) - 3.5 * x.nbytes)
+
+
+def test_unfused_transpose_stays_a_copy_of_its_own():
+  """If XLA folded the conditional, the elementwise work would be fused
+  into the transpose again and the speed-up would be lost silently."""
+  x = jnp.ones((2, 4, 4, 3))
+
+  def relu_then_transpose(x, flag):
+    return layers.unfused_transpose(jax.nn.relu(x + 1), (3, 1, 2, 0), flag)
+
+  compiled = jax.jit(relu_then_transpose).lower(x, True).compile()
+  np.testing.assert_array_equal(compiled(x, True),
+                                jax.nn.relu(x + 1).transpose(3, 1, 2, 0))
+  assert "conditional(" in compiled.as_text()
