@@ -90,6 +90,9 @@ def _upsample_bwd(residuals, g):
 upsample_2x2.defvjp(_upsample_fwd, _upsample_bwd)
 
 
+_CONV_SIGNATURE = inspect.signature(jax.lax.conv_general_dilated)
+
+
 def late_input_conv(lhs: jax.Array, rhs: jax.Array, *args,
                     **kwargs) -> jax.Array:
   """`lax.conv_general_dilated` whose weight gradient reads its input late,
@@ -107,8 +110,7 @@ def late_input_conv(lhs: jax.Array, rhs: jax.Array, *args,
   With a finite gradient the values are those of `lax.conv_general_dilated`;
   a non-finite one gives a non-finite weight gradient, as it would anyway.
   """
-  settings = inspect.signature(jax.lax.conv_general_dilated).bind(
-      lhs, rhs, *args, **kwargs).arguments
+  settings = _CONV_SIGNATURE.bind(lhs, rhs, *args, **kwargs).arguments
   del settings["lhs"], settings["rhs"]
 
   def conv(x, kernel, **overrides):
