@@ -123,8 +123,8 @@ def late_input_conv(lhs: jax.Array, rhs: jax.Array, *args,
   def forward(x, kernel):
     return conv(x, kernel), (x, kernel)
 
-  def weight_gradient(x, kernel, g):
-    return jax.vjp(lambda k: conv(x, k), kernel)[1](g)[0]
+  def weight_gradient(x, kernel, g, **overrides):
+    return jax.vjp(lambda k: conv(x, k, **overrides), kernel)[1](g)[0]
 
   def weight_gradient_on_cpu(x, kernel, g):
     """The same, from the input already in the layout XLA copies it to."""
@@ -135,8 +135,7 @@ def late_input_conv(lhs: jax.Array, rhs: jax.Array, *args,
                             jnp.isfinite(kernel.ravel()[0]))
     numbers_t = numbers._replace(
         lhs_spec=(x.ndim - 1, 0, *range(1, x.ndim - 1)))
-    return jax.vjp(lambda k: conv(x_t, k, dimension_numbers=numbers_t),
-                   kernel)[1](g)[0]
+    return weight_gradient(x_t, kernel, g, dimension_numbers=numbers_t)
 
   def backward(residuals, g):
     x, kernel = residuals
