@@ -56,6 +56,29 @@ def test_exact_parameter_counts_of_tiny_unets(kwargs, count):
   assert models.count_params(nnx.eval_shape(lambda: _unet(**kwargs))) == count
 
 
+def test_head_computes_the_1x1_convolution_and_its_gradients():
+  """The head is a matmul over features; a 1x1 `nnx.Conv` with the same
+  weights gives the same logits and the same weight gradients."""
+  head = _unet(num_outputs=3).head
+  conv = nnx.Conv(2, 3, kernel_size=(1, 1), rngs=nnx.Rngs(1))
+  conv.kernel[...] = head.kernel[...].reshape(1, 1, 2, 3)
+  conv.bias[...] = head.bias[...]
+  x = jax.random.normal(jax.random.key(0), (2, 5, 4, 2))
+  g = jax.random.normal(jax.random.key(1), (2, 5, 4, 3))
+
+  def loss_and_grads(layer):
+    return nnx.value_and_grad(lambda m: (m(x) * g).sum())(layer)
+
+  (head_loss, head_grads), (conv_loss, conv_grads) = map(
+      loss_and_grads, (head, conv))
+  np.testing.assert_allclose(head(x), conv(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(head_loss, conv_loss, rtol=1e-6)
+  np.testing.assert_allclose(head_grads.kernel[...].reshape(1, 1, 2, 3),
+                             conv_grads.kernel[...], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(head_grads.bias[...], conv_grads.bias[...],
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_parameter_counts_of_the_isbi_configs_follow_the_formula():
   from configs import isbi2012, isbi2012_dilated  # pylint: disable=g-import-not-at-top
   counts = {}

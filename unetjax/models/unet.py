@@ -128,8 +128,12 @@ class UNet(nnx.Module):
       decoder_in = 2 * widths[level] if skip else widths[level]
       self.decode.append(ConvBlock(decoder_in, widths[level], dropout=0.0,
                                    **block))
-    self.head = nnx.Conv(widths[0], num_outputs, kernel_size=(1, 1),
-                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    # The 1x1 convolution that maps features to outputs, as the matmul over
+    # the feature axis it is: as a convolution, XLA's CPU backend copied its
+    # full-resolution input to another layout for the weight gradient
+    # (reference U-Net step 4.23 -> 4.10 s, docs/performance.md).
+    self.head = nnx.Linear(widths[0], num_outputs, dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
 
   def output_size(self, size: int) -> int:
     """Output height (or width) for an input of `size`; errors if invalid."""
