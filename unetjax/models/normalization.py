@@ -44,10 +44,12 @@ class BatchNorm(nnx.BatchNorm):
         dtype=self.dtype)
     if not use_running_average:
       mean, var = batch_statistics(x)
-      self.mean[...] = jax.lax.stop_gradient(
-          self.momentum * self.mean[...] + (1 - self.momentum) * mean)
-      self.var[...] = jax.lax.stop_gradient(
-          self.momentum * self.var[...] + (1 - self.momentum) * var)
+      # `set_value`, not `[...] =`: on a tracer, flax's `[...] =` asks for
+      # its sharding, and JAX's error for that scans the whole trace so far.
+      self.mean.set_value(jax.lax.stop_gradient(
+          self.momentum * self.mean[...] + (1 - self.momentum) * mean))
+      self.var.set_value(jax.lax.stop_gradient(
+          self.momentum * self.var[...] + (1 - self.momentum) * var))
     y = normalize(x, mean, var, scale, bias, self.epsilon)
     return y.astype(jnp.result_type(x, scale, bias) if self.dtype is None
                     else self.dtype)
