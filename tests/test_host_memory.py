@@ -1,5 +1,7 @@
-"""Giving freed heap back to the OS, and compiling a step ahead of its run."""
+"""Giving freed heap back to the OS, compiling a step ahead of its run, and
+no garbage collection while it is traced."""
 import ctypes
+import gc
 import logging
 import os
 
@@ -52,3 +54,29 @@ def test_compile_ahead_is_reused_by_the_jitted_step(caplog):
   assert not [r for r in caplog.records if "Compiling" in r.getMessage()]
   assert compiled.cost_analysis()["flops"] > 0
   assert jnp.allclose(y, jnp.tanh(x) * 2)
+
+
+def test_the_step_is_traced_with_the_garbage_collector_paused():
+  collector_enabled_while_traced = []
+
+  def step(x):
+    collector_enabled_while_traced.append(gc.isenabled())
+    return x + 1
+
+  train.compile_ahead(jax.jit(step), jnp.arange(3.0))
+
+  assert collector_enabled_while_traced == [False]
+  assert gc.isenabled()
+
+
+def test_a_paused_collector_stays_as_the_caller_left_it():
+  gc.disable()
+  try:
+    with host_memory.garbage_collection_paused():
+      assert not gc.isenabled()
+    assert not gc.isenabled()
+  finally:
+    gc.enable()
+  with host_memory.garbage_collection_paused():
+    assert not gc.isenabled()
+  assert gc.isenabled()

@@ -178,7 +178,8 @@ def compile_ahead(step, *args):
   gives the heap the compiler freed back to the OS (`host_memory`), so the
   step's buffers do not come on top of it. Later calls of `step` reuse this
   compilation; the compiled executable is returned for its analyses."""
-  compiled = step.lower(*args).compile()
+  with host_memory.garbage_collection_paused():
+    compiled = step.lower(*args).compile()
   host_memory.release_free_heap()
   return compiled
 
