@@ -45,7 +45,7 @@ def garbage_collection_paused():
 
   Tracing a train step makes a few hundred thousand short-lived Python
   objects, which set off full collections that rescan every long-lived one
-  (JAX, TensorFlow, the model: about 250,000 objects): 0.2-0.3 s of the
+  (JAX, TensorFlow, the model: about 250,000 objects): about 0.3 s of the
   reference U-Net's cold compile (docs/performance.md). Reference counting
   still frees objects inside the block; only cycles made there wait for
   the collector's next run.

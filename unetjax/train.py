@@ -174,9 +174,10 @@ def jit_steps(experiment: Experiment) -> Steps:
 
 
 def compile_ahead(step, *args):
-  """Compiles a jitted step for these arguments before its first run, then
-  gives the heap the compiler freed back to the OS (`host_memory`), so the
-  step's buffers do not come on top of it. Later calls of `step` reuse this
+  """Compiles a jitted step for these arguments before its first run, with
+  Python's garbage collector paused while it is traced, then gives the heap
+  the compiler freed back to the OS (both `host_memory`), so the step's
+  buffers do not come on top of it. Later calls of `step` reuse this
   compilation; the compiled executable is returned for its analyses."""
   with host_memory.garbage_collection_paused():
     compiled = step.lower(*args).compile()
