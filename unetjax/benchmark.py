@@ -2,6 +2,7 @@
 
   unetjax-benchmark                      # the reference U-Net, JAX and torch
   unetjax-benchmark --config default --frameworks jax --steps 20
+  unetjax-benchmark --layers             # its convolutions level by level
 
 Every measurement runs in a fresh process (the figures include nothing
 another framework left behind), JAX and PyTorch alternating, `--repeats`
@@ -30,7 +31,7 @@ import sys
 import time
 from typing import Any
 
-from unetjax import compilation_cache
+from unetjax import compilation_cache, layer_benchmark
 
 REFERENCE = "reference"
 ORIGINAL = "original"
@@ -531,6 +532,27 @@ def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
               machine=machine(), runs=runs, summary=summarize(runs))
 
 
+def benchmark_layers(config_name: str, *, steps: int, repeats: int,
+                     batch_size: int, assignments: list[str],
+                     with_torch: bool) -> dict[str, Any]:
+  """Alternating fresh-process runs of `layer_benchmark`: all results."""
+  config = load_config(config_name)
+  if batch_size:
+    config.batch_size = batch_size
+  override(config, list(assignments))
+  level_list = layer_benchmark.levels(config)
+  frameworks = ["jax"] + (["torch"] if with_torch else [])
+  runs = {framework: [] for framework in frameworks}
+  for _ in range(repeats):
+    for framework in frameworks:
+      runs[framework].append(_run_worker(
+          [f"{framework}-layers", "--steps", str(steps), "--spec",
+           json.dumps(level_list)]))
+  return dict(config=config_name, steps=steps, repeats=repeats,
+              machine=machine(), runs=runs,
+              summary=layer_benchmark.summarize(level_list, runs))
+
+
 _MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s",
                 "images_per_s", "input_wait_fraction", "flops_per_step",
                 "analytic_flops_per_step", "gflops_per_s",
@@ -625,7 +647,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--frameworks", default="jax,torch")
   parser.add_argument("--json", default="",
                       help="also write all results to this file")
-  parser.add_argument("--worker", choices=("jax", "torch"),
+  parser.add_argument("--layers", action="store_true",
+                      help="time the U-Net's 3x3 convolutions level by "
+                           "level instead of the train step")
+  parser.add_argument("--worker", choices=("jax", "torch", "jax-layers",
+                                           "torch-layers"),
                       help=argparse.SUPPRESS)
   parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
   return parser.parse_args(argv)
@@ -640,16 +666,28 @@ def main(argv: list[str] | None = None) -> None:
   if args.worker == "torch":
     print(json.dumps(run_torch(json.loads(args.spec), args.steps)))
     return
+  if args.worker in ("jax-layers", "torch-layers"):
+    run = (layer_benchmark.run_jax if args.worker == "jax-layers"
+           else layer_benchmark.run_torch)
+    print(json.dumps(run(json.loads(args.spec), args.steps)))
+    return
   with_torch = "torch" in args.frameworks.split(",")
   if with_torch and not torch_available():
     print("torch is not installed (pip install -e .[bench]): JAX only.",
           file=sys.stderr)
     with_torch = False
-  result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
-                     batch_size=args.batch_size, dtype=args.dtype,
-                     assignments=args.set, with_torch=with_torch,
-                     input_mode=args.input)
-  print(table(result))
+  if args.layers:
+    result = benchmark_layers(args.config, steps=args.steps,
+                              repeats=args.repeats,
+                              batch_size=args.batch_size,
+                              assignments=args.set, with_torch=with_torch)
+    print(layer_benchmark.table(result["summary"]))
+  else:
+    result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
+                       batch_size=args.batch_size, dtype=args.dtype,
+                       assignments=args.set, with_torch=with_torch,
+                       input_mode=args.input)
+    print(table(result))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
