@@ -75,6 +75,11 @@ def test_no_successful_run_is_reported_not_divided_by():
   assert layer_benchmark.table(summary) == "no run succeeded\nno memory"
 
 
+def test_options_that_do_not_apply_are_refused():
+  with pytest.raises(SystemExit, match="--dtype and --input do not apply"):
+    benchmark.main(["--layers", "--dtype", "bfloat16"])
+
+
 def test_jax_worker_times_every_pass_of_every_level():
   levels = [dict(batch=2, size=8, features=4),
             dict(batch=2, size=4, features=8)]

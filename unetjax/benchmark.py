@@ -659,6 +659,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.layers and (args.dtype or args.input != PIPELINE):
+    sys.exit("--layers times float32 convolutions on random inputs: "
+             "--dtype and --input do not apply to it")
   if args.worker == "jax":
     print(json.dumps(run_jax(args.config, args.steps, args.batch_size,
                              args.dtype, args.set, args.input)))
