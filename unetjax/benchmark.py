@@ -110,10 +110,33 @@ def matmul_size(platform_name: str) -> int:
   return _MATMUL_SIZE.get(platform_name, _MATMUL_SIZE_ACCELERATOR)
 
 
+def warm_median_seconds(fn, repeats: int) -> float:
+  """`median_seconds` after one untimed call (compilation, warm caches)."""
+  fn()
+  return median_seconds(fn, repeats)
+
+
 def matmul_gflops(matmul, n: int, repeats: int = 5) -> float:
   """GFLOP/s of `matmul()`, a blocking n x n x n product."""
-  matmul()
-  return 2 * n ** 3 / median_seconds(matmul, repeats) / 1e9
+  return 2 * n ** 3 / warm_median_seconds(matmul, repeats) / 1e9
+
+
+def jax_matmul_peak(dtype: str = "float32") -> float:
+  """GFLOP/s of JAX's n x n x n matmul on the first device."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  size = matmul_size(jax.devices()[0].platform)
+  a = jnp.ones((size, size), jnp.dtype(dtype))
+  product = jax.jit(jnp.matmul)
+  return matmul_gflops(lambda: product(a, a).block_until_ready(), size)
+
+
+def torch_matmul_peak(device: str, dtype: str = "float32") -> float:
+  """GFLOP/s of torch's n x n x n matmul on `device`."""
+  import torch  # pylint: disable=g-import-not-at-top
+  size = matmul_size(device)
+  a = torch.ones(size, size, device=device, dtype=getattr(torch, dtype))
+  return matmul_gflops(lambda: torch.mm(a, a).sum().item(), size)
 
 
 # --- the JAX worker ----------------------------------------------------------
@@ -165,7 +188,6 @@ def run_jax(config_name: str, steps: int, batch_size: int,
             input_mode: str = PIPELINE) -> dict[str, Any]:
   """One fresh process's measurements of the package's own train step."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
   rss_at_start = peak_rss_bytes()
@@ -220,10 +242,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   flops = compiled.cost_analysis()["flops"]
   memory = compiled.memory_analysis()
   device_peak = _device_peak_bytes(jax.devices()[0])
-  size = matmul_size(jax.devices()[0].platform)
-  a = jnp.ones((size, size), jnp.dtype(config.dtype))
-  product = jax.jit(jnp.matmul)
-  peak = matmul_gflops(lambda: product(a, a).block_until_ready(), size)
+  peak = jax_matmul_peak(config.dtype)
   image = batch["image"]
   model_flops = analytic_train_flops(experiment, image)
   result = dict(
@@ -257,8 +276,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
 
 def _inference_throughput(step, state, batch, batch_size: int) -> float:
   import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(step(state, batch))
-  seconds = median_seconds(
+  seconds = warm_median_seconds(
       lambda: jax.block_until_ready(step(state, batch)), 3)
   return batch_size / seconds
 
@@ -394,10 +412,7 @@ def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
   first_step_s = time.perf_counter() - started
   step_s = median_seconds(step, steps)
   train_rss = peak_rss_bytes()
-  size = matmul_size(device)
-  a = torch.ones(size, size, device=device,
-                 dtype=getattr(torch, spec["dtype"]))
-  peak = matmul_gflops(lambda: torch.mm(a, a).sum().item(), size)
+  peak = torch_matmul_peak(device, spec["dtype"])
   model.eval()
   with torch.no_grad(), autocast:
     predict_s = median_seconds(

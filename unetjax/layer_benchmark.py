@@ -41,7 +41,6 @@ def run_jax(level_list: list[dict[str, int]],
             repeats: int) -> dict[str, Any]:
   """Seconds per pass at each level, through the package's convolution."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from unetjax import benchmark, parallel  # pylint: disable=g-import-not-at-top
   from unetjax.models import layers  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()  # the package's XLA flags
@@ -62,14 +61,11 @@ def run_jax(level_list: list[dict[str, int]],
     shape = (level["batch"], level["size"], level["size"], level["features"])
     x, g = jax.random.normal(key_x, shape), jax.random.normal(key_g, shape)
     kernel = jax.random.normal(key_k, (KERNEL, KERNEL) + shape[-1:] * 2)
-    seconds.append({name: _seconds(lambda f=f: jax.block_until_ready(
-        f(x, kernel, g)), repeats) for name, f in passes.items()})
-  size = benchmark.matmul_size(jax.devices()[0].platform)
-  a = jnp.ones((size, size))
-  product = jax.jit(jnp.matmul)
+    seconds.append({name: benchmark.warm_median_seconds(
+        lambda f=f: jax.block_until_ready(f(x, kernel, g)), repeats)
+                    for name, f in passes.items()})
   return dict(framework="jax", seconds=seconds,
-              matmul_peak_gflops=benchmark.matmul_gflops(
-                  lambda: product(a, a).block_until_ready(), size))
+              matmul_peak_gflops=benchmark.jax_matmul_peak())
 
 
 def run_torch(level_list: list[dict[str, int]],
@@ -91,20 +87,10 @@ def run_torch(level_list: list[dict[str, int]],
             shape, kernel, g, padding=1),
         "weight_gradient": lambda: torch.nn.grad.conv2d_weight(
             x, kernel.shape, g, padding=1)}
-    seconds.append({name: _seconds(lambda f=f: (f(), sync()), repeats)
-                    for name, f in passes.items()})
-  size = benchmark.matmul_size(device)
-  a = torch.ones(size, size, device=device)
+    seconds.append({name: benchmark.warm_median_seconds(
+        lambda f=f: (f(), sync()), repeats) for name, f in passes.items()})
   return dict(framework="torch", seconds=seconds,
-              matmul_peak_gflops=benchmark.matmul_gflops(
-                  lambda: torch.mm(a, a).sum().item(), size))
-
-
-def _seconds(fn, repeats: int) -> float:
-  """Median of `repeats` timed calls after one untimed (compile) call."""
-  from unetjax import benchmark  # pylint: disable=g-import-not-at-top
-  fn()
-  return benchmark.median_seconds(fn, repeats)
+              matmul_peak_gflops=benchmark.torch_matmul_peak(device))
 
 
 def summarize(level_list: list[dict[str, int]],
