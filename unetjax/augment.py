@@ -35,33 +35,37 @@ def validate(config: ml_collections.ConfigDict, height: int,
                       "expected a grid of >= 2 points and sigma > 0 pixels")
 
 
-def apply(example: dict, config: ml_collections.ConfigDict, seed) -> dict:
-  """Augments one {'image': [H, W, C] float, 'label': ...} example."""
+def apply(example: dict, config: ml_collections.ConfigDict, seed,
+          maps: tuple[str, ...] = ()) -> dict:
+  """Augments one {'image': [H, W, C] float, 'label': ...} example.
+
+  `maps` name more [H, W] entries of the example (loss weights, instance
+  ids) that move exactly as a spatial label does.
+  """
   from unetjax.input_pipeline import tensorflow  # pylint: disable=g-import-not-at-top
   tf = tensorflow()
-  image, label = example["image"], example["label"]
-  spatial_label = len(label.shape) == 2
+  image = example["image"]
+  spatial_label = len(example["label"].shape) == 2
+  # Every per-pixel companion of the image, as [H, W, 1]: moved together.
+  names = (("label",) if spatial_label else ()) + tuple(maps)
+  planes = [example[name][..., None] for name in names]
   seeds = tf.random.experimental.stateless_split(seed, num=7)
-  if spatial_label:
-    label = label[..., None]
   if config.crop_size:
     size = example.get("size", tf.shape(image)[:2])
-    image, cropped = _random_crop(tf, seeds[0], config.crop_size, size,
-                                  image, label if spatial_label else None)
-    label = cropped if spatial_label else label
-  if config.elastic and spatial_label:
-    image, label = elastic_deform(tf, seeds[6], image, label,
-                                  config.elastic_grid, config.elastic_sigma)
+    image, planes = _random_crop(tf, seeds[0], config.crop_size, size,
+                                 image, planes)
+  if config.elastic and planes:
+    image, planes = elastic_deform(tf, seeds[6], image, planes,
+                                   config.elastic_grid, config.elastic_sigma)
   if config.flip:
-    image, label = _maybe(tf, seeds[1], tf.image.flip_left_right, image, label,
-                          spatial_label)
-    image, label = _maybe(tf, seeds[2], tf.image.flip_up_down, image, label,
-                          spatial_label)
+    image, planes = _maybe(tf, seeds[1], tf.image.flip_left_right, image,
+                           planes)
+    image, planes = _maybe(tf, seeds[2], tf.image.flip_up_down, image,
+                           planes)
   if config.rot90:
     turns = tf.random.stateless_uniform([], seeds[3], 0, 4, dtype=tf.int32)
     image = tf.image.rot90(image, turns)
-    if spatial_label:
-      label = tf.image.rot90(label, turns)
+    planes = [tf.image.rot90(plane, turns) for plane in planes]
   if config.brightness:
     image = tf.image.stateless_random_brightness(image, config.brightness,
                                                  seeds[4])
@@ -70,32 +74,32 @@ def apply(example: dict, config: ml_collections.ConfigDict, seed) -> dict:
         image, 1 - config.contrast, 1 + config.contrast, seeds[5])
   if config.brightness or config.contrast:
     image = tf.clip_by_value(image, 0.0, 1.0)
-  if spatial_label:
-    label = label[..., 0]
   example = {k: v for k, v in example.items() if k != "size"}
-  return {**example, "image": image, "label": label}
+  moved = {name: plane[..., 0] for name, plane in zip(names, planes)}
+  return {**example, "image": image, **moved}
 
 
-def _random_crop(tf, seed, crop: int, size, image, label):
-  """The same random crop x crop window of image and label, inside `size`."""
+def _random_crop(tf, seed, crop: int, size, image, planes):
+  """The same random crop x crop window of the image and each [H, W, 1]
+  plane, inside `size`."""
   corner = tf.random.stateless_uniform(
       [2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32) % (
           tf.cast(size, tf.int32) - crop + 1)
-  image = image[corner[0]:corner[0] + crop, corner[1]:corner[1] + crop]
-  image = tf.ensure_shape(image, [crop, crop, image.shape[-1]])
-  if label is not None:
-    label = label[corner[0]:corner[0] + crop, corner[1]:corner[1] + crop]
-    label = tf.ensure_shape(label, [crop, crop, 1])
-  return image, label
+
+  def cut(x):
+    x = x[corner[0]:corner[0] + crop, corner[1]:corner[1] + crop]
+    return tf.ensure_shape(x, [crop, crop, x.shape[-1]])
+  return cut(image), [cut(plane) for plane in planes]
 
 
-def elastic_deform(tf, seed, image, label, grid: int, sigma: float):
-  """Elastic deformation as in the U-Net paper, one field for both.
+def elastic_deform(tf, seed, image, planes, grid: int, sigma: float):
+  """Elastic deformation as in the U-Net paper, one field for all.
 
   Displacements drawn from N(0, sigma^2) pixels on a grid x grid lattice
   are interpolated bicubically to every pixel; the image is resampled
-  bilinearly and the label by nearest neighbour at the same displaced
-  coordinates (clamped at the border).
+  bilinearly and each label plane ([H, W, 1]: the label, loss weights,
+  instance ids) by nearest neighbour at the same displaced coordinates
+  (clamped at the border).
   """
   height, width = tf.shape(image)[0], tf.shape(image)[1]
   coarse = tf.random.stateless_normal([1, grid, grid, 2], seed) * sigma
@@ -106,9 +110,9 @@ def elastic_deform(tf, seed, image, label, grid: int, sigma: float):
                        tf.cast(height - 1, tf.float32))
   x = tf.clip_by_value(cols + field[..., 1], 0.0,
                        tf.cast(width - 1, tf.float32))
-  nearest = tf.stack([tf.round(y), tf.round(x)], axis=-1)
-  label = tf.gather_nd(label, tf.cast(nearest, tf.int32))
-  return _bilinear(tf, image, y, x), label
+  nearest = tf.cast(tf.stack([tf.round(y), tf.round(x)], axis=-1), tf.int32)
+  planes = [tf.gather_nd(plane, nearest) for plane in planes]
+  return _bilinear(tf, image, y, x), planes
 
 
 def _bilinear(tf, image, y, x):
@@ -125,10 +129,9 @@ def _bilinear(tf, image, y, x):
   return top * (1 - wy) + bottom * wy
 
 
-def _maybe(tf, seed, op, image, label, spatial_label):
-  """Applies `op` to image (and a spatial label) with probability 1/2."""
+def _maybe(tf, seed, op, image, planes):
+  """Applies `op` to the image and every plane with probability 1/2."""
   flip = tf.random.stateless_uniform([], seed) < 0.5
   image = tf.cond(flip, lambda: op(image), lambda: image)
-  if spatial_label:
-    label = tf.cond(flip, lambda: op(label), lambda: label)
-  return image, label
+  planes = [tf.cond(flip, lambda p=p: op(p), lambda p=p: p) for p in planes]
+  return image, planes

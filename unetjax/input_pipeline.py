@@ -49,6 +49,7 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
   n = len(split)
   first = start_step * batch_size
   images, labels = tf.constant(split.images), tf.constant(split.labels)
+  maps = {name: tf.constant(values) for name, values in split.maps.items()}
   sizes = None if split.sizes is None else tf.constant(split.sizes, tf.int32)
 
   def epoch(e):
@@ -59,11 +60,14 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
 
   def load(k, index):
     example = {"image": _as_float(tf, tf.gather(images, index)),
-               "label": tf.gather(labels, index)}
+               "label": tf.gather(labels, index),
+               **{name: tf.gather(values, index)
+                  for name, values in maps.items()}}
     if sizes is not None:
       example["size"] = tf.gather(sizes, index)
     return augment.apply(example, augment_config,
-                         tf.stack([tf.constant(seed, tf.int64), k]))
+                         tf.stack([tf.constant(seed, tf.int64), k]),
+                         maps=tuple(maps))
 
   local = _local_batch_size(batch_size, process_count)
   ds = (tf.data.Dataset.range(first // n, _MAX_EPOCHS)
@@ -96,13 +100,16 @@ def eval_batches(split: Split, *, batch_size: int, process_index: int = 0,
   mask = (positions < n).astype(np.float32)
   indices = np.where(positions < n, positions, 0)
   images, labels = tf.constant(split.images), tf.constant(split.labels)
+  maps = {name: tf.constant(values) for name, values in split.maps.items()}
   valid_maps = None if split.sizes is None else tf.constant(
       valid_pixels(split.sizes, split.images.shape[1:3]))
 
   def load(index, valid):
     example = {"image": _as_float(tf, tf.gather(images, index)),
                "label": tf.gather(labels, index), "mask": valid,
-               "index": index}
+               "index": index,
+               **{name: tf.gather(values, index)
+                  for name, values in maps.items()}}
     if valid_maps is not None:
       example["valid"] = tf.gather(valid_maps, index)
     return example

@@ -8,6 +8,7 @@ resume work the same for every dataset. Add a dataset: one module here and
 one line below.
 """
 import dataclasses
+import functools
 import inspect
 from typing import Callable
 
@@ -51,11 +52,17 @@ class Split:
   sizes: [N, 2] true (height, width) of each example when sizes vary;
     images and labels are then zero-padded at the bottom and right to a
     common size, and the pipeline never trains or scores the padding.
+  maps: more per-pixel arrays {name: [N, H, W]} that belong to the labels
+    (a task's loss weights, the instance ids behind class targets). The
+    pipeline carries each through every augmentation exactly as it moves
+    the labels (same crop, flips, turns and elastic field, nearest
+    neighbour) and adds it to the batch under its name.
   """
   images: np.ndarray
   labels: np.ndarray
   ids: tuple[str, ...]
   sizes: np.ndarray | None = None
+  maps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     n = len(self.images)
@@ -65,13 +72,24 @@ class Split:
     if len(self.labels) != n or len(self.ids) != n:
       raise DataError(f"{n} images but {len(self.labels)} labels and "
                       f"{len(self.ids)} ids")
+    for name, values in self.maps.items():
+      if values.shape != self.images.shape[:3]:
+        raise DataError(f"per-pixel map {name!r} has shape {values.shape}; "
+                        f"expected {self.images.shape[:3]} like the images")
 
   def __len__(self) -> int:
     return len(self.images)
 
   def take(self, count: int) -> "Split":
-    return Split(self.images[:count], self.labels[:count], self.ids[:count],
-                 None if self.sizes is None else self.sizes[:count])
+    return self.select(np.arange(min(count, len(self))))
+
+  def select(self, indices) -> "Split":
+    """The examples at `indices`, in that order, with their maps."""
+    indices = np.asarray(indices, np.int64)
+    return Split(self.images[indices], self.labels[indices],
+                 tuple(self.ids[i] for i in indices),
+                 None if self.sizes is None else self.sizes[indices],
+                 {k: v[indices] for k, v in self.maps.items()})
 
 
 @dataclasses.dataclass
@@ -80,6 +98,7 @@ class Dataset:
   info: DataInfo
   loaders: dict[str, Callable[[], Split]]
   _cache: dict[str, Split] = dataclasses.field(default_factory=dict)
+  checked: bool = True  # check_labels on each split (not once transformed)
 
   def split(self, name: str) -> Split:
     if name not in self.loaders:
@@ -87,12 +106,23 @@ class Dataset:
                         f"it has {sorted(self.loaders)}")
     if name not in self._cache:
       split = self.loaders[name]()
-      check_labels(split, self.info, name)
+      if self.checked:
+        check_labels(split, self.info, name)
       self._cache[name] = split
     return self._cache[name]
 
   def has_split(self, name: str) -> bool:
     return name in self.loaders
+
+  def transformed(self, transform: Callable[[Split, str], Split]
+                  ) -> "Dataset":
+    """The same data with `transform(split, split_name)` applied to each
+    split once, after its labels were checked: how a task turns a dataset's
+    labels (instance ids, say) into its own targets."""
+    source = self
+    return Dataset(self.info, {
+        name: functools.partial(lambda n: transform(source.split(n), n), name)
+        for name in self.loaders}, checked=False)
 
 
 def check_labels(split: Split, info: DataInfo, split_name: str) -> None:
