@@ -10,8 +10,9 @@ checkpoint ('best', 'latest' or a step) and writes, under --out (default
   eval_<split>_<step>.json      every task metric over the split
   examples_<split>_<step>.csv   one row per example: its id and its scores
                                 (or, for a classifier, true and predicted
-                                class), worst first by the task's
-                                per-example metric
+                                class; for instance segmentation its object
+                                scores and counts too), worst first by the
+                                task's per-example metric
   worst_<split>_<step>/, best_<split>_<step>/
                                 the task's sample figures of the examples
                                 that metric ranks worst and best
@@ -60,8 +61,7 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
     _draw_classifier(experiment, data, columns, picks, metric, out, tag)
   else:
     for name, indices in picks.items():
-      subset = datasets.Split(data.images[indices], data.labels[indices],
-                              tuple(data.ids[i] for i in indices))
+      subset = data.select(indices)
       batch, predictions, outputs = train.first_predictions(
           experiment, steps, state, subset, count)
       experiment.task.figures(batch, predictions, outputs, computed,
@@ -84,6 +84,11 @@ def example_columns(experiment: train.Experiment, steps: train.Steps, state,
     if split.labels.ndim == 1:
       part["true_class"] = local["label"][keep]
       part["predicted_class"] = parallel.to_host(predictions)[keep].argmax(-1)
+    if hasattr(experiment.task, "object_scores"):
+      rows = experiment.task.object_scores(local,
+                                           parallel.local_rows(predictions))
+      part.update({k: np.array([row[k] for row in rows]) for k in rows[0]
+                   if np.ndim(rows[0][k]) == 0})
     part["index"] = local["index"][keep]
     parts.append(part)
   columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -76,3 +76,37 @@ def to_host(x: jax.Array) -> np.ndarray:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
   return np.asarray(x)
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+  """This process's rows of an array sharded along its first axis (the
+  rows of the local batch it was made from), in order."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  shards = {shard.index[0].start or 0: shard.data
+            for shard in x.addressable_shards}
+  return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
+
+
+def gather_rows(rows: list[dict], indices: list[int]) -> list[dict]:
+  """Every process's per-example dicts (same keys, scalar or fixed-size
+  values), in the order of their example indices."""
+  if jax.process_count() > 1:  # every process has rows of the same keys
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    count = int(np.max(multihost_utils.process_allgather(
+        np.array(len(rows)))))
+    keys = sorted(rows[0])
+    local = {k: np.stack([np.asarray(r[k], np.float64) for r in rows])
+             for k in keys}
+    padded = {k: np.pad(v, [(0, count - len(v))] + [(0, 0)] * (v.ndim - 1))
+              for k, v in local.items()}
+    index = np.pad(np.asarray(indices), (0, count - len(indices)),
+                   constant_values=-1)
+    every = {k: multihost_utils.process_allgather(v).reshape(
+        (-1,) + v.shape[1:]) for k, v in padded.items()}
+    index = multihost_utils.process_allgather(index).reshape(-1)
+    rows = [{k: every[k][i] for k in keys} for i in range(len(index))
+            if index[i] >= 0]
+    indices = index[index >= 0].tolist()
+  order = np.argsort(np.asarray(indices), kind="stable")
+  return [rows[i] for i in order]

@@ -144,6 +144,11 @@ def _show(ax, picture, title: str) -> None:
   ax.axis("off")
 
 
+def save_figure(fig, path: str) -> np.ndarray:
+  """Writes the figure as a PNG (atomically) and returns its RGB pixels."""
+  return _save(fig, path)
+
+
 def _save(fig, path: str) -> np.ndarray:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   fig.tight_layout()

@@ -61,8 +61,10 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   for key in ("batch_size", "eval_batch_size"):
     parallel.check_batch_size(key, config[key])
   dataset = datasets.build(config)
-  train = train_split(config, dataset)
   task = tasks.build(config, dataset.info)
+  if hasattr(task, "prepare"):
+    dataset = dataset.transformed(task.prepare)
+  train = train_split(config, dataset)
   augment.validate(config.augment, *train.images.shape[1:3])
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
@@ -144,6 +146,16 @@ def eval_step(graphdef, task, state, batch):
   return task.metrics_class.single_from_model_output(**outputs)
 
 
+def eval_predict_step(graphdef, task, state, batch):
+  """Metrics and predictions of one eval batch."""
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  logits = model(task.inputs(batch))
+  _, outputs = task.loss_and_outputs(logits, batch)
+  return (task.metrics_class.single_from_model_output(**outputs),
+          task.predict(logits))
+
+
 def predict_step(graphdef, task, state, batch):
   """Predictions and per-example metric outputs of one batch."""
   model, _ = nnx.merge(graphdef, state)
@@ -159,6 +171,7 @@ class Steps:
   train: Any
   eval: Any
   predict: Any
+  eval_predict: Any
 
 
 def jit_steps(experiment: Experiment) -> Steps:
@@ -170,7 +183,8 @@ def jit_steps(experiment: Experiment) -> Steps:
                     donate_argnums=(0, 1, 2),
                     out_shardings=(replicated,) * 3),
       eval=jax.jit(functools.partial(eval_step, *bound)),
-      predict=jax.jit(functools.partial(predict_step, *bound)))
+      predict=jax.jit(functools.partial(predict_step, *bound)),
+      eval_predict=jax.jit(functools.partial(eval_predict_step, *bound)))
 
 
 def compile_ahead(step, *args):
@@ -279,7 +293,11 @@ def check_health(health, names: list[str], skip_nonfinite: bool,
 
 def evaluate(experiment: Experiment, steps: Steps, state,
              split: datasets.Split) -> dict[str, Any]:
-  """Task metrics over a whole split (padding excluded)."""
+  """Task metrics over a whole split (padding excluded), with the task's
+  host-side scores (`split_scores`) where it has them."""
+  if hasattr(experiment.task, "object_scores"):
+    computed, rows = evaluate_objects(experiment, steps, state, split)
+    return {**computed, **experiment.task.split_scores(rows)}
   sharding = parallel.data_sharding(experiment.mesh)
   metrics = None
   for local in _eval_batches(experiment, split):
@@ -287,6 +305,32 @@ def evaluate(experiment: Experiment, steps: Steps, state,
     metrics = batch_metrics if metrics is None else metrics.merge(
         batch_metrics)
   return jax.tree.map(np.asarray, metrics.compute())
+
+
+def evaluate_objects(experiment: Experiment, steps: Steps, state,
+                     split: datasets.Split):
+  """(device metrics, per-example host scores in split order) of a task
+  with `object_scores`. Each batch's predictions come to the host once and
+  are scored there after the next batch was dispatched, so the device
+  computes while the host scores."""
+  sharding = parallel.data_sharding(experiment.mesh)
+  metrics, rows, indices, pending = None, [], [], None
+
+  def score(local, predictions):
+    rows.extend(experiment.task.object_scores(
+        local, parallel.local_rows(predictions)))
+    indices.extend(local["index"][local["mask"] > 0].tolist())
+  for local in _eval_batches(experiment, split):
+    batch_metrics, predictions = steps.eval_predict(
+        state, parallel.global_batch(local, sharding))
+    metrics = batch_metrics if metrics is None else metrics.merge(
+        batch_metrics)
+    if pending is not None:
+      score(*pending)
+    pending = (local, predictions)
+  score(*pending)
+  rows = parallel.gather_rows(rows, indices)
+  return jax.tree.map(np.asarray, metrics.compute()), rows
 
 
 def _eval_batches(experiment, split) -> Iterator[dict[str, np.ndarray]]:

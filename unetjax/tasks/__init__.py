@@ -19,6 +19,15 @@ provides (all array code is traced inside the jitted steps):
   learning_curves(history_records, plots_dir)
   in_channels          optional: channels of inputs(batch) when they differ
                        from the dataset's (colorization feeds L of RGB)
+  prepare(split, name) optional, host: the split with this task's targets
+                       (and `Split.maps`) made from the dataset's labels,
+                       once per split before anything trains
+  object_scores(batch, predictions) -> [dict per real example]
+  split_scores(rows) -> {name: float}
+                       optional, host: scores computed from predictions
+                       outside the jitted step (objects matched to objects);
+                       every evaluation adds split_scores to the metrics and
+                       evaluate's CSV gets the per-example scalars
 
 Add a task: one module here and one line below.
 """
@@ -35,6 +44,7 @@ TASKS = Registry("task", "task.name", {
     "segmentation": "unetjax.tasks.multiclass:MulticlassSegmentation",
     "colorization": "unetjax.tasks.colorization:Colorization",
     "classification": "unetjax.tasks.classification:Classification",
+    "instances": "unetjax.tasks.instances:InstanceSegmentation",
 })
 
 
