@@ -15,19 +15,55 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, channels: int | None = None) -> np.ndarray:
   """An image as float32 [H, W, C] in [0, 1], C = 1 (gray) or 3 (RGB).
 
   8-bit images are divided by 255, 16-bit by 65535; palette images are
   converted to their colours; an alpha channel is dropped (composited on
   nothing: the colour values are kept as stored).
+
+  channels: None keeps the channels as stored. 1 gives gray: a gray image
+  as it is, an RGB one with R = G = B its R channel, any other its
+  luminance (0.299 R + 0.587 G + 0.114 B, ITU-R 601, rounded to the
+  file's bit depth). 3 gives RGB, gray repeated. 0 gives gray when the
+  image is gray (stored so, or R = G = B) and RGB otherwise.
   """
   array = _read(path)
   if array.ndim == 3 and array.shape[0] > 1 and path.lower().endswith(
       TIFF_SUFFIXES) and array.shape[-1] not in (1, 3, 4):
     raise DataError(f"{path}: a multi-page TIFF stack; read it with "
                     "read_stack")
-  return _to_float(_channels_last(array, path), path)
+  array = _channels_last(array, path)
+  if channels is not None:
+    array = convert_channels(array, channels, path)
+  return _to_float(array, path)
+
+
+def is_gray(array: np.ndarray) -> bool:
+  """True for [H, W, 1] and for [H, W, 3] with R = G = B everywhere."""
+  return array.shape[-1] == 1 or bool(
+      np.array_equal(array[..., 0], array[..., 1]) and
+      np.array_equal(array[..., 0], array[..., 2]))
+
+
+def convert_channels(array: np.ndarray, channels: int,
+                     path: str) -> np.ndarray:
+  """[H, W, 1 or 3] pixels as stored -> `channels` (see read_image)."""
+  if channels not in (0, 1, 3):
+    raise DataError(f"{path}: channels={channels}; expected 1 (gray), 3 "
+                    "(RGB) or 0 (as the image is)")
+  gray = is_gray(array)
+  if channels == 0:
+    channels = 1 if gray else 3
+  if channels == 3:
+    return np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
+  if gray:
+    return array[..., :1]
+  weights = np.array([0.299, 0.587, 0.114])
+  luminance = array.astype(np.float64) @ weights
+  if np.issubdtype(array.dtype, np.integer):
+    luminance = np.round(luminance).astype(array.dtype)
+  return luminance[..., None].astype(array.dtype)
 
 
 def read_stack(path: str) -> np.ndarray:

@@ -30,15 +30,24 @@ DATASETS = Registry("dataset", "data.name", {
     "isbi2012": "unetjax.datasets.isbi2012:build",
     "glas": "unetjax.datasets.glas:build",
     "folders": "unetjax.datasets.folders:build",
+    "dsb2018": "unetjax.datasets.dsb2018:build",
 })
 
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
+  """Facts about a dataset.
+
+  instances: False when `Split.labels` hold class ids 0..num_classes-1;
+    True when they hold instance ids (0 = background, 1..n one object each
+    within its image, not necessarily consecutive), num_classes then
+    counting background and object (2) for models and metrics.
+  """
   name: str
   num_classes: int
   in_channels: int
   class_names: tuple[str, ...]
+  instances: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +55,8 @@ class Split:
   """One split in memory.
 
   images: [N, H, W, C], uint8 (0..255) or float32 in [0, 1].
-  labels: [N, H, W] int32 class ids for segmentation, [N] for
-    classification.
+  labels: [N, H, W] int32 class ids for segmentation (instance ids when
+    `DataInfo.instances`), [N] for classification.
   ids: a name per example, for per-example reports.
   sizes: [N, 2] true (height, width) of each example when sizes vary;
     images and labels are then zero-padded at the bottom and right to a
@@ -126,10 +135,21 @@ class Dataset:
 
 
 def check_labels(split: Split, info: DataInfo, split_name: str) -> None:
-  """Fails loudly on class ids outside 0..num_classes-1."""
+  """Fails loudly on class ids outside 0..num_classes-1, or on instance ids
+  that are negative or not integers."""
   if not len(split):
     raise DataError(f"dataset {info.name!r}: split {split_name!r} is empty")
+  if info.instances and not np.issubdtype(split.labels.dtype, np.integer):
+    raise DataError(f"dataset {info.name!r}: split {split_name!r} has "
+                    f"{split.labels.dtype} labels; expected integer instance "
+                    "ids")
   low, high = int(split.labels.min()), int(split.labels.max())
+  if info.instances:
+    if low < 0:
+      raise DataError(f"dataset {info.name!r}: split {split_name!r} has "
+                      f"instance ids down to {low}; expected ids >= 0 "
+                      "(0 = background)")
+    return
   if low < 0 or high >= info.num_classes:
     raise DataError(
         f"dataset {info.name!r}: split {split_name!r} has labels in "

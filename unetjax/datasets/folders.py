@@ -136,20 +136,25 @@ def load_split(pairs, to_classes: MaskToClasses,
 def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:
   """One Split; differing sizes are zero-padded and recorded in `sizes`.
 
-  Images are kept as uint8 when that loses nothing (8-bit sources): a
-  quarter of the memory of float32.
+  Images are float in [0, 1] or uint8 (0..255); they are kept as uint8
+  when that loses nothing (8-bit sources): a quarter of the memory of
+  float32.
   """
   sizes = np.array([image.shape[:2] for image in images])
   same_size = (sizes == sizes[0]).all()
   height, width = sizes[0] if same_size else (
       -(-sizes.max(axis=0) // pad_to_multiple) * pad_to_multiple)
-  eight_bit = all(_is_8bit(image) for image in images)
+  eight_bit = all(image.dtype == np.uint8 or _is_8bit(image)
+                  for image in images)
   stacked = np.zeros((len(images), height, width, images[0].shape[-1]),
                      np.uint8 if eight_bit else np.float32)
   stacked_labels = np.zeros((len(images), height, width), np.int32)
   for i, (image, label) in enumerate(zip(images, labels)):
     h, w = image.shape[:2]
-    stacked[i, :h, :w] = np.round(image * 255) if eight_bit else image
+    if image.dtype == np.uint8:
+      stacked[i, :h, :w] = image if eight_bit else image / np.float32(255)
+    else:
+      stacked[i, :h, :w] = np.round(image * 255) if eight_bit else image
     stacked_labels[i, :h, :w] = label
   return Split(stacked, stacked_labels, tuple(ids),
                None if same_size else sizes)
