@@ -190,6 +190,9 @@ def test_training_on_instances_logs_object_scores_and_evaluate_ranks_them(
   assert len(rows) == 2 and scores == sorted(scores)
   assert np.mean(scores) == pytest.approx(final["val"]["challenge_score"])
   assert all(int(float(r["num_true"])) == 3 for r in rows)
+  for kind in ("worst", "best"):
+    assert os.path.exists(tmp_path / "ev" / f"{kind}_val_{final['step']}" /
+                          "samples.png")
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["val"]["challenge_score"] == pytest.approx(
         final["val"]["challenge_score"])
