@@ -87,11 +87,11 @@ def test_match_below_one_half_is_an_optimal_one_to_one_assignment():
   assert instance_metrics.match(np.zeros((3, 0)), 0.5) == (0, 0, 3)
 
 
-def random_instances(rng, shape=(24, 24), count=6):
+def random_instances(rng, shape=(24, 24), count=6, side=8):
   ids = np.zeros(shape, np.int32)
-  for k in range(1, count + 1):
+  for _ in range(count):
     y, x = rng.integers(0, shape[0] - 3), rng.integers(0, shape[1] - 3)
-    h, w = rng.integers(2, 8, 2)
+    h, w = rng.integers(2, side, 2)
     ids[y:y + h, x:x + w] = rng.integers(1, 40)
   return ids
 
@@ -133,10 +133,12 @@ def reference_glas(truth, pred):
   return (d1 + d2) / 2, (h1 + h2) / 2
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(8))
 def test_glas_object_scores_and_matching_match_brute_force(seed):
   rng = np.random.default_rng(seed)
-  truth, pred = random_instances(rng), random_instances(rng)
+  # Odd seeds: objects of up to 400 px, where only some pixels are queried.
+  size = dict(shape=(48, 48), side=21) if seed % 2 else {}
+  truth, pred = random_instances(rng, **size), random_instances(rng, **size)
   s = instance_metrics.image_scores(truth, pred)
   dice, hausdorff = reference_glas(truth, pred)
   assert s["object_dice"] == pytest.approx(dice)
@@ -181,3 +183,20 @@ def test_bad_inputs_are_one_line_errors():
     instance_metrics.image_scores(-truth, pred)
   with pytest.raises(ConfigError, match="thresholds"):
     instance_metrics.image_scores(truth, pred, thresholds=[0.5, 1.0])
+
+
+def test_many_specks_use_the_sparse_table_and_score_by_hand():
+  # 100 true 2x2 blocks; 400 one-pixel predictions (n_true * n_pred = 40,000
+  # pairs, over the dense table's limit for 400 pixels).
+  truth = np.kron(np.arange(1, 101).reshape(10, 10), np.ones((2, 2), int))
+  pred = np.arange(1, 401).reshape(20, 20)
+  s = instance_metrics.image_scores(truth, pred, thresholds=[0.2, 0.5])
+  np.testing.assert_array_equal(s["tp"], [100, 0])  # IoU 1/4 per pixel
+  assert (s["fp50"], s["fn50"]) == (400, 100)
+  # Every object's partner shares 1 pixel: Dice 2 * 1 / (4 + 1) both ways.
+  assert s["object_dice"] == pytest.approx(0.4)
+  # A block and any one of its pixels: the farthest pixel is a diagonal away.
+  assert s["object_hausdorff"] == pytest.approx(np.sqrt(2))
+  assert s["pixel_dice"] == 1.0
+  iou = instance_metrics.iou_matrix(truth, pred)
+  assert iou.shape == (100, 400) and np.count_nonzero(iou) == 400

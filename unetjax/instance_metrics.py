@@ -6,7 +6,8 @@ are ordered by id: row i of `iou_matrix` is the i-th smallest true id.
 
 Per image (`image_scores`):
 * IoU of every true / predicted pair from one contingency table
-  (`np.bincount` over the pixel pairs), never a loop over pairs.
+  (`np.bincount`, or `np.unique` when n_true * n_pred is large, over the
+  pixel pairs; kept sparse), never a loop over pairs.
 * Matching at threshold t: a one-to-one assignment of predicted to true
   objects, a pair counting only when IoU > t (strictly, as the 2018 Data
   Science Bowl does). TP = matched pairs, FP = unmatched predictions,
@@ -44,6 +45,8 @@ means over images (as the challenge averages); F1, precision and recall at
 Dice and Hausdorff as means over images; pixel Dice from the summed
 intersections and sizes.
 """
+import dataclasses
+
 import numpy as np
 from scipy import ndimage, optimize, spatial
 from skimage import segmentation
@@ -79,48 +82,100 @@ def _dense(ids: np.ndarray, name: str) -> tuple[np.ndarray, int]:
   return inverse, len(values) - 1
 
 
-def _table(true_ids: np.ndarray, pred_ids: np.ndarray):
-  """Contingency table [n_true + 1, n_pred + 1] (row/column 0: background)."""
+@dataclasses.dataclass(frozen=True)
+class Overlaps:
+  """The non-zero part of the contingency table of two instance maps.
+
+  One entry per (true object, predicted object) pair sharing pixels:
+  `rows`, `cols` (0-based, by id order), their shared pixel count `inter`
+  and `iou`. Sparse, so a prediction with thousands of specks costs memory
+  by its pixels, not by n_true * n_pred.
+  """
+  rows: np.ndarray
+  cols: np.ndarray
+  inter: np.ndarray
+  iou: np.ndarray
+  true_sizes: np.ndarray
+  pred_sizes: np.ndarray
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return len(self.true_sizes), len(self.pred_sizes)
+
+  def partners(self, transpose: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per true (transposed: predicted) object, the index of the object of
+    the other map it overlaps most (ties: the smallest id; -1 if it overlaps
+    none) and the pixels they share."""
+    rows, cols = ((self.cols, self.rows) if transpose
+                  else (self.rows, self.cols))
+    order = np.lexsort((cols, -self.inter, rows))
+    first_rows, first = np.unique(rows[order], return_index=True)
+    partner = np.full(self.shape[1 if transpose else 0], -1, np.int64)
+    shared = np.zeros(len(partner), np.int64)
+    partner[first_rows] = cols[order][first]
+    shared[first_rows] = self.inter[order][first]
+    return partner, shared
+
+
+def _overlaps(true_ids: np.ndarray, pred_ids: np.ndarray):
+  """`Overlaps` of two maps and their dense (0..n renumbered) versions."""
   true_dense, n_true = _dense(true_ids, "true instance map")
   pred_dense, n_pred = _dense(pred_ids, "predicted instance map")
   if true_dense.shape != pred_dense.shape:
     raise DataError(f"instance maps differ in shape: true "
                     f"{true_dense.shape}, predicted {pred_dense.shape}")
-  pairs = true_dense.ravel() * (n_pred + 1) + pred_dense.ravel()
-  table = np.bincount(pairs, minlength=(n_true + 1) * (n_pred + 1))
-  return table.reshape(n_true + 1, n_pred + 1), true_dense, pred_dense
-
-
-def _iou(table: np.ndarray) -> np.ndarray:
-  inter = table[1:, 1:].astype(np.float64)
-  true_sizes = table[1:, :].sum(axis=1)
-  pred_sizes = table[:, 1:].sum(axis=0)
-  union = true_sizes[:, None] + pred_sizes[None, :] - inter
-  return inter / np.maximum(union, 1)
+  t, p = true_dense.ravel(), pred_dense.ravel()
+  both = (t > 0) & (p > 0)
+  keys = (t[both] - 1) * n_pred + (p[both] - 1)
+  if n_true * n_pred <= 4 * t.size + 1024:
+    counts = np.bincount(keys, minlength=n_true * n_pred)
+    keys = np.flatnonzero(counts)
+    counts = counts[keys]
+  else:
+    keys, counts = np.unique(keys, return_counts=True)
+  rows, cols = np.divmod(keys, max(n_pred, 1))
+  true_sizes = np.bincount(t, minlength=n_true + 1)[1:]
+  pred_sizes = np.bincount(p, minlength=n_pred + 1)[1:]
+  union = true_sizes[rows] + pred_sizes[cols] - counts
+  overlaps = Overlaps(rows=rows, cols=cols, inter=counts,
+                      iou=counts / np.maximum(union, 1),
+                      true_sizes=true_sizes, pred_sizes=pred_sizes)
+  return overlaps, true_dense, pred_dense
 
 
 def iou_matrix(true_ids: np.ndarray, pred_ids: np.ndarray) -> np.ndarray:
   """IoU [n_true, n_pred] of every true and predicted object (by id order)."""
-  return _iou(_table(true_ids, pred_ids)[0])
+  overlaps = _overlaps(true_ids, pred_ids)[0]
+  iou = np.zeros(overlaps.shape, np.float64)
+  iou[overlaps.rows, overlaps.cols] = overlaps.iou
+  return iou
+
+
+def _assign(rows: np.ndarray, cols: np.ndarray, iou: np.ndarray,
+            threshold: float) -> np.ndarray:
+  """Which of the candidate pairs (all with IoU > threshold) are matched."""
+  if threshold >= 0.5 or not len(rows):
+    return np.ones(len(rows), bool)
+  row_ids, r = np.unique(rows, return_inverse=True)
+  col_ids, c = np.unique(cols, return_inverse=True)
+  sub = np.zeros((len(row_ids), len(col_ids)))
+  sub[r, c] = iou
+  # Most pairs first; the IoU term sums to < 1/2 so it only breaks ties.
+  cost = -(sub > 0).astype(np.float64) - sub / (2.0 * max(sub.shape))
+  best_r, best_c = optimize.linear_sum_assignment(cost)
+  chosen = np.zeros(sub.shape, bool)
+  chosen[best_r, best_c] = sub[best_r, best_c] > 0
+  return chosen[r, c]
 
 
 def matched_pairs(iou: np.ndarray, threshold: float
                   ) -> tuple[np.ndarray, np.ndarray]:
   """Rows and columns of the one-to-one matching at IoU > threshold."""
   iou = np.asarray(iou, np.float64)
-  candidates = iou > threshold
-  if threshold >= 0.5:
-    return np.nonzero(candidates)
-  rows = np.flatnonzero(candidates.any(axis=1))
-  cols = np.flatnonzero(candidates.any(axis=0))
-  if not len(rows):
-    return rows, cols
-  sub = iou[np.ix_(rows, cols)]
-  # Most pairs first; the IoU term sums to < 1/2 so it only breaks ties.
-  cost = -(sub > threshold).astype(np.float64) - sub / (2.0 * max(len(rows), len(cols)))
-  r, c = optimize.linear_sum_assignment(cost)
-  keep = sub[r, c] > threshold
-  return rows[r[keep]], cols[c[keep]]
+  rows, cols = np.nonzero(iou > threshold)
+  keep = _assign(rows, cols, iou[rows, cols], threshold)
+  return rows[keep], cols[keep]
 
 
 def match(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:
@@ -133,31 +188,36 @@ def match(iou: np.ndarray, threshold: float) -> tuple[int, int, int]:
   return tp, iou.shape[1] - tp, iou.shape[0] - tp
 
 
+def _matched_iou(overlaps: Overlaps, threshold: float) -> np.ndarray:
+  """IoUs of the pairs matched at `threshold` (sparse `match`)."""
+  candidate = overlaps.iou > threshold
+  iou = overlaps.iou[candidate]
+  keep = _assign(overlaps.rows[candidate], overlaps.cols[candidate], iou,
+                 threshold)
+  return iou[keep]
+
+
 def _ratio(numerator: float, denominator: float) -> float:
   """numerator / denominator, 1.0 for 0 / 0 (nothing to get wrong)."""
   return float(numerator / denominator) if denominator else 1.0
 
 
-def object_dice(table: np.ndarray) -> float:
-  """GlaS object-level Dice from a contingency table (module doc)."""
-  n_true, n_pred = table.shape[0] - 1, table.shape[1] - 1
+def object_dice(overlaps: Overlaps) -> float:
+  """GlaS object-level Dice (module doc)."""
+  n_true, n_pred = overlaps.shape
   if n_true == 0 and n_pred == 0:
     return 1.0
   if n_true == 0 or n_pred == 0:
     return 0.0
-  inter = table[1:, 1:]
-  true_sizes = table[1:, :].sum(axis=1)
-  pred_sizes = table[:, 1:].sum(axis=0)
 
-  def side(inter, sizes, other_sizes):
-    partner = np.argmax(inter, axis=1)  # first maximum: the smallest id
-    overlap = inter[np.arange(len(sizes)), partner]
-    dice = 2.0 * overlap / (sizes + np.where(overlap > 0,
-                                             other_sizes[partner], 0))
+  def side(transpose, sizes, other_sizes):
+    partner, shared = overlaps.partners(transpose)
+    partner_sizes = np.where(partner >= 0, other_sizes[partner], 0)
+    dice = 2.0 * shared / (sizes + partner_sizes)
     return float(np.sum(sizes / sizes.sum() * dice))
 
-  return 0.5 * (side(inter, true_sizes, pred_sizes)
-                + side(inter.T, pred_sizes, true_sizes))
+  return 0.5 * (side(False, overlaps.true_sizes, overlaps.pred_sizes)
+                + side(True, overlaps.pred_sizes, overlaps.true_sizes))
 
 
 class _Objects:
@@ -175,6 +235,8 @@ class _Objects:
     rim = segmentation.find_boundaries(dense, connectivity=2, mode="inner",
                                        background=0)
     self.rims = self._group(dense, rim.ravel())
+    self.all_rims = np.concatenate(self.rims) if n else np.zeros((0, 2))
+    self.rim_starts = np.cumsum([0] + [len(r) for r in self.rims[:-1]])
     boxes = ndimage.find_objects(dense, max_label=n)
     self.boxes = np.array([[b[0].start, b[0].stop - 1, b[1].start,
                             b[1].stop - 1] for b in boxes], np.float64)
@@ -198,13 +260,32 @@ class _Objects:
     return pixels[:, 0] * self.width + pixels[:, 1]
 
 
+def _box_distance(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  """Distances [len(points), len(boxes)] from points to (filled) boxes."""
+  dy = np.maximum(np.maximum(boxes[None, :, 0] - points[:, None, 0], 0),
+                  points[:, None, 0] - boxes[None, :, 1])
+  dx = np.maximum(np.maximum(boxes[None, :, 2] - points[:, None, 1], 0),
+                  points[:, None, 1] - boxes[None, :, 3])
+  return np.sqrt(dy ** 2 + dx ** 2)
+
+
 def _directed(source: _Objects, i: int, other_at: np.ndarray,
               target: _Objects, j: int) -> float:
-  """max over pixels of source object i of the distance to target object j."""
-  outside = other_at != j + 1
-  if not outside.any():
+  """max over pixels of source object i of the distance to target object j.
+
+  A pixel's distance to the target lies between its distance L to the
+  target's box and L + the box's diagonal, so only pixels with L + diagonal
+  >= max L can be the farthest: the others are not queried.
+  """
+  points = source.pixels[i][other_at != j + 1]
+  if not len(points):
     return 0.0
-  return float(target.tree(j).query(source.pixels[i][outside])[0].max())
+  if len(points) > 64:
+    box = target.boxes[j]
+    low = _box_distance(points, box[None])[:, 0]
+    diagonal = np.hypot(box[1] - box[0], box[3] - box[2])
+    points = points[low + diagonal >= low.max()]
+  return float(target.tree(j).query(points)[0].max())
 
 
 def _hausdorff_fn(true_objects, pred_objects, true_dense, pred_dense):
@@ -228,17 +309,18 @@ def _hausdorff_fn(true_objects, pred_objects, true_dense, pred_dense):
 def _nearest(objects: _Objects, k: int, others: _Objects, distance) -> int:
   """The object of `others` nearest to object k by Hausdorff distance.
 
-  Candidates are tried in order of a lower bound (the farthest rim pixel of
-  k from the candidate's bounding box: every pixel of the candidate lies in
-  that box) and the search stops once the bound passes the best distance.
+  Candidates are tried in order of a lower bound on H(k, candidate): the
+  larger of the farthest pixel of k from the candidate's bounding box and
+  the farthest pixel of the candidate from k's box (each object lies in its
+  box, and a distance to a box is convex, so the farthest pixel is a rim
+  pixel). The search stops once the bound passes the best distance found;
+  ties go to the smallest id, as the GlaS code's `min` does.
   """
-  rim = objects.rims[k]
-  boxes = others.boxes
-  dy = np.maximum(np.maximum(boxes[None, :, 0] - rim[:, None, 0], 0),
-                  rim[:, None, 0] - boxes[None, :, 1])
-  dx = np.maximum(np.maximum(boxes[None, :, 2] - rim[:, None, 1], 0),
-                  rim[:, None, 1] - boxes[None, :, 3])
-  bound = np.sqrt(dy ** 2 + dx ** 2).max(axis=0)
+  bound = np.maximum(
+      _box_distance(objects.rims[k], others.boxes).max(axis=0),
+      np.maximum.reduceat(
+          _box_distance(others.all_rims, objects.boxes[k:k + 1])[:, 0],
+          others.rim_starts))
   best, best_distance = -1, np.inf
   for candidate in np.argsort(bound, kind="stable"):
     if bound[candidate] > best_distance:
@@ -249,10 +331,10 @@ def _nearest(objects: _Objects, k: int, others: _Objects, distance) -> int:
   return int(best)
 
 
-def object_hausdorff(table: np.ndarray, true_dense: np.ndarray,
+def object_hausdorff(overlaps: Overlaps, true_dense: np.ndarray,
                      pred_dense: np.ndarray) -> float:
   """GlaS object-level Hausdorff distance (module doc), in pixels."""
-  n_true, n_pred = table.shape[0] - 1, table.shape[1] - 1
+  n_true, n_pred = overlaps.shape
   if n_true == 0 and n_pred == 0:
     return 0.0
   if n_true == 0 or n_pred == 0:
@@ -261,19 +343,15 @@ def object_hausdorff(table: np.ndarray, true_dense: np.ndarray,
   pred_objects = _Objects(pred_dense, n_pred)
   hausdorff = _hausdorff_fn(true_objects, pred_objects, true_dense,
                             pred_dense)
-  inter = table[1:, 1:]
-  true_sizes = table[1:, :].sum(axis=1)
-  pred_sizes = table[:, 1:].sum(axis=0)
+  true_sizes, pred_sizes = overlaps.true_sizes, overlaps.pred_sizes
   true_side = 0.0
-  for i in range(n_true):
-    j = int(np.argmax(inter[i]))
-    if inter[i, j] == 0:
+  for i, j in enumerate(overlaps.partners()[0]):
+    if j < 0:
       j = _nearest(true_objects, i, pred_objects, lambda c: hausdorff(i, c))
     true_side += true_sizes[i] / true_sizes.sum() * hausdorff(i, j)
   pred_side = 0.0
-  for j in range(n_pred):
-    i = int(np.argmax(inter[:, j]))
-    if inter[i, j] == 0:
+  for j, i in enumerate(overlaps.partners(transpose=True)[0]):
+    if i < 0:
       i = _nearest(pred_objects, j, true_objects, lambda c: hausdorff(c, j))
     pred_side += pred_sizes[j] / pred_sizes.sum() * hausdorff(i, j)
   return 0.5 * (true_side + pred_side)
@@ -292,17 +370,19 @@ def image_scores(true_ids: np.ndarray, pred_ids: np.ndarray,
                  thresholds=DEFAULT_THRESHOLDS) -> dict:
   """Every instance score of one image (module doc), with the raw counts."""
   thresholds = _check_thresholds(thresholds)
-  table, true_dense, pred_dense = _table(true_ids, pred_ids)
-  iou = _iou(table)
-  counts = np.array([match(iou, t) for t in thresholds], np.int64)
-  tp, fp, fn = counts.T
-  ap = np.array([_ratio(a, a + b + c) for a, b, c in counts])
-  rows, cols = matched_pairs(iou, 0.5)
-  tp50 = len(rows)
-  fp50, fn50 = iou.shape[1] - tp50, iou.shape[0] - tp50
-  matched_iou_sum = float(iou[rows, cols].sum())
-  intersection = int(table[1:, 1:].sum())
-  pixel_true, pixel_pred = int(table[1:, :].sum()), int(table[:, 1:].sum())
+  overlaps, true_dense, pred_dense = _overlaps(true_ids, pred_ids)
+  n_true, n_pred = overlaps.shape
+  tp = np.array([len(_matched_iou(overlaps, t)) for t in thresholds],
+                np.int64)
+  fp, fn = n_pred - tp, n_true - tp
+  ap = np.array([_ratio(a, a + b + c) for a, b, c in zip(tp, fp, fn)])
+  matched = _matched_iou(overlaps, 0.5)
+  tp50 = len(matched)
+  fp50, fn50 = n_pred - tp50, n_true - tp50
+  matched_iou_sum = float(matched.sum())
+  intersection = int(overlaps.inter.sum())
+  pixel_true = int(overlaps.true_sizes.sum())
+  pixel_pred = int(overlaps.pred_sizes.sum())
   return {
       "thresholds": thresholds,
       "tp": tp, "fp": fp, "fn": fn, "ap": ap,
@@ -312,12 +392,12 @@ def image_scores(true_ids: np.ndarray, pred_ids: np.ndarray,
       "tp50": tp50, "fp50": fp50, "fn50": fn50,
       "mean_matched_iou": (matched_iou_sum / tp50 if tp50 else float("nan")),
       "matched_iou_sum": matched_iou_sum, "num_matched": tp50,
-      "object_dice": object_dice(table),
-      "object_hausdorff": object_hausdorff(table, true_dense, pred_dense),
+      "object_dice": object_dice(overlaps),
+      "object_hausdorff": object_hausdorff(overlaps, true_dense, pred_dense),
       "pixel_dice": _ratio(2 * intersection, pixel_true + pixel_pred),
       "pixel_intersection": intersection,
       "pixel_true": pixel_true, "pixel_pred": pixel_pred,
-      "num_true": iou.shape[0], "num_pred": iou.shape[1],
+      "num_true": n_true, "num_pred": n_pred,
   }
 
 
