@@ -32,6 +32,8 @@ def test_components_connectivity():
     instance_postprocess.components(mask, connectivity=3)
   with pytest.raises(ConfigError, match="min_size"):
     instance_postprocess.components(mask, min_size=-1)
+  with pytest.raises(DataError, match="threshold probabilities first"):
+    instance_postprocess.components(np.full((4, 4), 0.3))
 
 
 def touching_squares():
@@ -110,8 +112,10 @@ def test_watershed_with_given_markers_keeps_unmarked_objects():
   assert ids[20, 16] != ids[20, 30]
   assert instance_postprocess.watershed(
       (truth > 0).astype(np.float32), markers=markers, min_size=10).max() == 2
+  with pytest.raises(DataError, match=r"values in \[0, 1\]"):
+    instance_postprocess.watershed(truth.astype(np.float32) * 2)
   with pytest.raises(DataError, match="markers"):
-    instance_postprocess.watershed(truth.astype(np.float32),
+    instance_postprocess.watershed((truth > 0).astype(np.float32),
                                    markers=markers[:5])
 
 

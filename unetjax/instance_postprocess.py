@@ -75,7 +75,13 @@ def remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 def components(foreground: np.ndarray, *, min_size: int = 0,
                connectivity: int = 1) -> np.ndarray:
   """Connected components of a boolean mask as instance ids."""
-  foreground = _check_2d(foreground, "foreground mask").astype(bool)
+  foreground = _check_2d(foreground, "foreground mask")
+  if foreground.dtype != bool and not (
+      np.issubdtype(foreground.dtype, np.integer)
+      and np.isin(foreground, (0, 1)).all()):
+    raise DataError(f"foreground mask: expected booleans (or 0/1), got "
+                    f"{foreground.dtype}; threshold probabilities first")
+  foreground = foreground.astype(bool)
   _check_options(min_size, connectivity)
   labels = measure.label(foreground, connectivity=connectivity)
   return remove_small(labels, min_size)
@@ -129,6 +135,10 @@ def watershed(foreground_prob: np.ndarray, *, threshold: float = 0.5,
   if not isinstance(min_distance, (int, np.integer)) or min_distance < 1:
     raise ConfigError(f"min_distance must be an integer >= 1, got "
                       f"{min_distance!r}")
+  if prob.size and not (np.all(np.isfinite(prob)) and prob.min() >= 0
+                        and prob.max() <= 1):
+    raise DataError(f"foreground probability: expected values in [0, 1], "
+                    f"found {np.nanmin(prob)}..{np.nanmax(prob)} (or NaN)")
   mask = prob > threshold
   regions = measure.label(mask, connectivity=connectivity)
   distance = ndimage.distance_transform_edt(mask)
