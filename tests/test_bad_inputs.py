@@ -360,8 +360,9 @@ CASES = [
               **{"masks/4.png": png_bytes(MASK[:8])}),
     data_case("colour mask", "masks/0.png", **{"masks/0.png": png_bytes(
         np.stack([MASK, 1 - MASK, MASK], axis=-1))}),
-    data_case("gray and colour images", "images/1.png",
-              **{"images/1.png": png_bytes(np.stack([GRAY] * 3, -1))}),
+    data_case("gray and colour images", "images/1.png",  # R = G = B is gray
+              **{"images/1.png": png_bytes(np.stack([GRAY, GRAY // 2, GRAY],
+                                                    -1))}),
     data_case("two files for one stem", "'3'", **{
         "images/3.tif": tiff_bytes(GRAY)}),
     file_case("zero bytes", image_io.read_image, b"", "bad.png"),

@@ -149,7 +149,47 @@ def test_glas_missing_annotation_and_missing_part_fail(tmp_path):
                                                     ("testA", 1)))))
 
 
+def test_glas_keeps_instance_ids_when_asked_and_finds_upper_case_names(
+    tmp_path):
+  _glas(tmp_path)
+  os.rename(tmp_path / "train_2.bmp", tmp_path / "train_2.BMP")
+  os.rename(tmp_path / "train_2_anno.bmp", tmp_path / "train_2_anno.BMP")
+  os.rename(tmp_path / "testA_1_anno.bmp", tmp_path / "testA_1_anno.BMP")
+  data = glas.build(dir=str(tmp_path), instances=True)
+  assert data.info.instances and data.info.num_classes == 2
+  train = data.split("train")
+  assert train.ids == ("train_1", "train_2", "train_3")
+  expected = np.zeros((56, 40), np.int32)
+  expected[2:10, 3:9], expected[20:30, 5:20] = 1, 7
+  np.testing.assert_array_equal(train.labels[1, :56, :40], expected)
+  assert data.split("val").ids == ("testA_1", "testA_2")
+  binary = glas.build(dir=str(tmp_path))
+  assert not binary.info.instances
+  np.testing.assert_array_equal(binary.split("train").labels[1, :56, :40],
+                                expected > 0)
+
+
 # --- generic folders ---------------------------------------------------------
+
+
+def test_folders_read_16bit_instance_ids_from_png_and_tiff(tmp_path):
+  ids = np.zeros((8, 8), np.uint16)
+  ids[:4, :4], ids[4:, 4:], ids[0, 7] = 300, 1000, 65535
+  _pair(tmp_path, "a", np.zeros((8, 8), np.uint8), ids)  # 16-bit PNG
+  _save(str(tmp_path / "images" / "b.png"), np.zeros((8, 8), np.uint8))
+  tifffile.imwrite(tmp_path / "masks" / "b.tif", ids[::-1])
+  data = folders.build(dir=str(tmp_path), instances=True, val_fraction=0.5)
+  assert data.info.instances
+  assert data.info.class_names == ("background", "object")
+  np.testing.assert_array_equal(data.split("train").labels[0], ids)
+  np.testing.assert_array_equal(data.split("val").labels[0], ids[::-1])
+  with pytest.raises(ConfigError, match="data.num_classes=3 with "
+                     "data.instances=True"):
+    folders.build(dir=str(tmp_path), instances=True, num_classes=3)
+  tifffile.imwrite(tmp_path / "masks" / "b.tif",
+                   np.full((8, 8), -2, np.int32))
+  with pytest.raises(DataError, match=r"b.tif: negative instance ids"):
+    folders.build(dir=str(tmp_path), instances=True, val_fraction=0.5)
 
 
 def _pair(root, stem, image, mask, image_ext="png", mask_ext="png",

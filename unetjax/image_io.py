@@ -4,6 +4,11 @@ Every loader returns arrays of a known kind or raises `DataError` naming
 the file: a truncated PNG, a zero-byte file, a palette image read as
 indices, a 16-bit image squashed to 8 bits, or an RGB mask are the silent
 wrong results this module exists to prevent.
+
+Images of any size are read: Pillow's decompression-bomb limit (meant for
+untrusted files from the web) is lifted for this reader, since the user's
+own images (whole slides, large EM sections) are what predict promises to
+handle.
 """
 import os
 
@@ -28,15 +33,20 @@ def read_image(path: str, channels: int | None = None) -> np.ndarray:
   file's bit depth). 3 gives RGB, gray repeated. 0 gives gray when the
   image is gray (stored so, or R = G = B) and RGB otherwise.
   """
+  array = read_pixels(path)
+  if channels is not None:
+    array = convert_channels(array, channels, path)
+  return to_float(array, path)
+
+
+def read_pixels(path: str) -> np.ndarray:
+  """An image's stored values, [H, W, 1 or 3], alpha dropped, not scaled."""
   array = _read(path)
   if array.ndim == 3 and array.shape[0] > 1 and path.lower().endswith(
       TIFF_SUFFIXES) and array.shape[-1] not in (1, 3, 4):
     raise DataError(f"{path}: a multi-page TIFF stack; read it with "
                     "read_stack")
-  array = _channels_last(array, path)
-  if channels is not None:
-    array = convert_channels(array, channels, path)
-  return _to_float(array, path)
+  return _channels_last(array, path)
 
 
 def is_gray(array: np.ndarray) -> bool:
@@ -88,7 +98,7 @@ def read_stack(path: str) -> np.ndarray:
   if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
     raise DataError(f"{path}: TIFF of shape {array.shape}; expected pages of "
                     "gray or RGB images")
-  return np.stack([_to_float(page[..., :3] if page.shape[-1] == 4 else page,
+  return np.stack([to_float(page[..., :3] if page.shape[-1] == 4 else page,
                              path) for page in array])
 
 
@@ -96,13 +106,24 @@ def read_mask(path: str) -> np.ndarray:
   """A label image as int32 [H, W] of its stored values (not rescaled).
 
   Palette PNGs give their indices (that is how label maps are stored);
-  gray images their values. Colour masks are refused: which colour means
-  which class is not something to guess.
+  gray images their values, also when stored as RGB with R = G = B. A fully
+  opaque alpha channel (gray+alpha, RGBA) is dropped; a transparent one is
+  refused, as are colour masks: which colour means which class is not
+  something to guess.
   """
   array = _read(path, palette_as_indices=True)
+  if array.ndim == 3 and array.shape[-1] in (2, 4):
+    alpha = array[..., -1]
+    opaque = np.iinfo(alpha.dtype).max if np.issubdtype(
+        alpha.dtype, np.integer) else 1
+    if not np.all(alpha == opaque):
+      raise DataError(f"{path}: mask with a transparent alpha channel (alpha "
+                      f"down to {alpha.min()} of {opaque}); expected no alpha "
+                      "or a fully opaque one")
+    array = array[..., :-1]
   if array.ndim == 3:
-    if array.shape[-1] == 1 or (array.shape[-1] in (3, 4) and np.all(
-        array[..., :3] == array[..., :1])):
+    if array.shape[-1] == 1 or (array.shape[-1] == 3 and np.all(
+        array == array[..., :1])):
       array = array[..., 0]
     else:
       raise DataError(f"{path}: a colour mask of shape {array.shape}; expected "
@@ -113,9 +134,15 @@ def read_mask(path: str) -> np.ndarray:
 
 
 def _integer_mask(array: np.ndarray, path: str) -> np.ndarray:
-  if np.issubdtype(array.dtype, np.floating) and not np.all(
-      array == np.round(array)):
-    raise DataError(f"{path}: mask holds non-integer values")
+  if np.issubdtype(array.dtype, np.floating):
+    if not np.all(np.isfinite(array)):
+      raise DataError(f"{path}: mask holds non-finite values (NaN or inf)")
+    if not np.all(array == np.round(array)):
+      raise DataError(f"{path}: mask holds non-integer values")
+  if array.size and (array.min() < np.iinfo(np.int32).min or
+                     array.max() > np.iinfo(np.int32).max):
+    raise DataError(f"{path}: mask values up to {array.max()} do not fit "
+                    "int32")
   return array.astype(np.int32)
 
 
@@ -162,7 +189,8 @@ def check_classes(mask: np.ndarray, num_classes: int, path: str) -> None:
     shown = [int(v) for v in found[:10]]
     raise DataError(f"{path}: mask values {shown} found; expected class ids "
                     f"0..{num_classes - 1} (map other values with "
-                    "data.mask_values)")
+                    "data.mask_values, or binarise masks with edge values "
+                    "by data.mask_threshold)")
 
 
 def write_mask(path: str, mask: np.ndarray) -> None:
@@ -210,6 +238,7 @@ def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
     except Exception as e:
       raise DataError(f"{path}: not a readable TIFF ({_first_line(e)})") from e
   from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  Image.MAX_IMAGE_PIXELS = None  # any size (module docstring)
   try:
     with Image.open(path) as image:
       image.load()
@@ -227,6 +256,11 @@ def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
       return array
   except UnidentifiedImageError as e:
     raise DataError(f"{path}: not an image file") from e
+  except Image.DecompressionBombError as e:
+    raise DataError(f"{path}: larger than Pillow's size limit "
+                    f"({_first_line(e)})") from e
+  except MemoryError as e:
+    raise DataError(f"{path}: too large to read into memory") from e
   except (OSError, SyntaxError, ValueError) as e:
     raise DataError(f"{path}: corrupt or truncated image "
                     f"({_first_line(e)})") from e
@@ -243,7 +277,8 @@ def _channels_last(array: np.ndarray, path: str) -> np.ndarray:
                   "RGB or RGBA")
 
 
-def _to_float(array: np.ndarray, path: str) -> np.ndarray:
+def to_float(array: np.ndarray, path: str) -> np.ndarray:
+  """Stored values -> float32 in [0, 1] (8-bit / 255, 16-bit / 65535)."""
   if array.dtype == np.uint8 or array.dtype == bool:
     return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 \
         else array.astype(np.float32)

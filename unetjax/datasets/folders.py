@@ -5,14 +5,21 @@ JPEG, any mix), or the same pair of folders under `dir/train`, `dir/val`
 and optionally `dir/test`. With a single pair of folders the last
 `val_fraction` of the sorted stems is the validation split.
 
-Images may be gray or RGB (all the same kind), 8- or 16-bit; palette
-images are read as their colours, an alpha channel is dropped. Masks hold
-class ids 0..num_classes-1, or any values mapped to class ids by
-`mask_values` (e.g. {0: 0, 255: 1}); palette masks give their indices.
-Every mask is checked before training: an unexpected value, a size that
-differs from its image, a file without its partner or an empty folder
-raises a DataError naming the file. Images of different sizes are padded
-to a common size (see `Split.sizes`).
+Images may be gray or RGB, 8- or 16-bit; palette images are read as their
+colours, an alpha channel is dropped. `channels=0` (default) reads gray
+images (stored gray, gray+alpha, or RGB with R = G = B) as one channel
+when every image is gray, and RGB when any is in colour; gray and colour
+files in one set are an error unless `channels` (1 or 3) says how to
+convert (see `image_io.read_image`). Masks hold class ids
+0..num_classes-1, or any values mapped to class ids by `mask_values`
+(e.g. {0: 0, 255: 1}), or are binarised by `mask_threshold` (value >
+threshold -> 1: binary masks with antialiased edges); palette masks give
+their indices. With `instances=True` masks hold instance ids instead (0 =
+background, 1..n one object each; 16-bit PNG or TIFF for more than 255)
+and `DataInfo.instances` is set. Every mask is checked before training: an
+unexpected value, a size that differs from its image, a file without its
+partner or an empty folder raises a DataError naming the file. Images of
+different sizes are padded to a common size (see `Split.sizes`).
 """
 import os
 from typing import Callable
@@ -28,29 +35,68 @@ MaskToClasses = Callable[[np.ndarray, str], np.ndarray]
 
 def build(*, dir: str = "", num_classes: int = 2,  # pylint: disable=redefined-builtin
           class_names: tuple[str, ...] = (), mask_values=None,
-          val_fraction: float = 0.2, pad_to_multiple: int = 32) -> Dataset:
+          mask_threshold: float | None = None, instances: bool = False,
+          channels: int = 0, val_fraction: float = 0.2,
+          pad_to_multiple: int = 32) -> Dataset:
   if num_classes < 2:
     raise ConfigError(f"data.num_classes={num_classes}: expected >= 2")
   if class_names and len(class_names) != num_classes:
     raise ConfigError(f"data.class_names={tuple(class_names)}: expected "
                       f"{num_classes} names")
-  to_classes = mask_mapping(mask_values, num_classes)
+  check_layout_options(channels, pad_to_multiple)
+  to_classes = mask_mapping(mask_values, num_classes, mask_threshold,
+                            instances)
   pairs = split_pairs(dir, val_fraction)
-  splits = {name: load_split(found, to_classes, pad_to_multiple)
-            for name, found in pairs.items()}
-  channels = {split.images.shape[-1] for split in splits.values()}
-  if len(channels) > 1:
-    raise DataError(f"{dir}: splits differ in image channels {channels}")
+  read = {name: read_pairs(found, to_classes)
+          for name, found in pairs.items()}
+  chosen = choose_channels(
+      [(pixels, path) for examples in read.values()
+       for pixels, _, path in examples], channels)
+  splits = {name: stack_pairs(examples, chosen, pad_to_multiple)
+            for name, examples in read.items()}
+  default_names = ("background", "object") if instances else tuple(
+      f"class_{i}" for i in range(num_classes))
   info = DataInfo(name="folders", num_classes=num_classes,
-                  in_channels=channels.pop(),
-                  class_names=tuple(class_names) or tuple(
-                      f"class_{i}" for i in range(num_classes)))
+                  in_channels=next(iter(splits.values())).images.shape[-1],
+                  class_names=tuple(class_names) or default_names,
+                  instances=instances)
   return Dataset(info, {name: (lambda s=split: s)
                         for name, split in splits.items()})
 
 
-def mask_mapping(mask_values, num_classes: int) -> MaskToClasses:
-  """Stored mask values -> class ids, validated file by file."""
+def check_layout_options(channels: int, pad_to_multiple: int) -> None:
+  if channels not in (0, 1, 3):
+    raise ConfigError(f"data.channels={channels}: expected 0 (as the images "
+                      "are), 1 (gray) or 3 (RGB)")
+  if not isinstance(pad_to_multiple, int) or pad_to_multiple < 1:
+    raise ConfigError(f"data.pad_to_multiple={pad_to_multiple}: expected an "
+                      "integer >= 1")
+
+
+def mask_mapping(mask_values, num_classes: int,
+                 mask_threshold: float | None = None,
+                 instances: bool = False) -> MaskToClasses:
+  """Stored mask values -> class ids (or instance ids), validated file by
+  file."""
+  ways = [key for key, on in (("mask_values", bool(mask_values)),
+                              ("mask_threshold", mask_threshold is not None),
+                              ("instances", bool(instances))) if on]
+  if len(ways) > 1:
+    raise ConfigError(f"data.{ways[0]} and data.{ways[1]} are both set: "
+                      "expected one way to read masks")
+  if instances:
+    if num_classes != 2:
+      raise ConfigError(f"data.num_classes={num_classes} with "
+                        "data.instances=True: expected 2 (background, object)")
+    return _instance_ids
+  if mask_threshold is not None:
+    if (num_classes != 2 or isinstance(mask_threshold, bool) or
+        not isinstance(mask_threshold, (int, float)) or
+        not np.isfinite(mask_threshold)):
+      raise ConfigError(f"data.mask_threshold={mask_threshold} with "
+                        f"data.num_classes={num_classes}: expected a finite "
+                        "number and 2 classes (binary masks)")
+    return lambda mask, path: (mask > mask_threshold).astype(np.int32)
   if not mask_values:
     def check(mask, path):
       image_io.check_classes(mask, num_classes, path)
@@ -113,24 +159,68 @@ def paired_files(directory: str,
           for stem in sorted(stems[0])]
 
 
-def load_split(pairs, to_classes: MaskToClasses,
-               pad_to_multiple: int = 32) -> Split:
+def _instance_ids(mask: np.ndarray, path: str) -> np.ndarray:
+  if mask.size and mask.min() < 0:
+    raise DataError(f"{path}: negative instance ids ({int(mask.min())}); "
+                    "expected 0 = background and 1..n for the objects")
+  return mask
+
+
+def load_split(pairs, to_classes: MaskToClasses, pad_to_multiple: int = 32,
+               channels: int = 0) -> Split:
   """Reads, checks and stacks (image, mask) pairs, padding varied sizes."""
-  images, labels, ids = [], [], []
+  check_layout_options(channels, pad_to_multiple)
+  examples = read_pairs(pairs, to_classes)
+  chosen = choose_channels([(pixels, path) for pixels, _, path in examples],
+                           channels)
+  return stack_pairs(examples, chosen, pad_to_multiple)
+
+
+def read_pairs(pairs, to_classes: MaskToClasses) -> list:
+  """[(stored image pixels, labels, image path)], each pair checked."""
+  examples = []
   for image_path, mask_path in pairs:
-    image = image_io.read_image(image_path)
+    pixels = image_io.read_pixels(image_path)
     mask = image_io.read_mask(mask_path)
-    if mask.shape != image.shape[:2]:
+    if mask.shape != pixels.shape[:2]:
       raise DataError(f"{mask_path}: mask of size {mask.shape[0]}x"
                       f"{mask.shape[1]} for an image of size "
-                      f"{image.shape[0]}x{image.shape[1]} ({image_path})")
-    if images and image.shape[-1] != images[0].shape[-1]:
-      raise DataError(f"{image_path}: {image.shape[-1]} channel(s) where "
-                      f"{pairs[0][0]} has {images[0].shape[-1]}")
-    images.append(image)
-    labels.append(to_classes(mask, mask_path))
-    ids.append(os.path.splitext(os.path.basename(image_path))[0])
-  return stack_examples(images, labels, tuple(ids), pad_to_multiple)
+                      f"{pixels.shape[0]}x{pixels.shape[1]} ({image_path})")
+    examples.append((pixels, to_classes(mask, mask_path), image_path))
+  return examples
+
+
+def choose_channels(images: list[tuple[np.ndarray, str]],
+                    channels: int) -> int:
+  """1 or 3: `channels` if set; else 1 when every image is gray (stored
+  gray, or RGB with R = G = B), 3 when some are in colour and none is
+  stored gray (R = G = B ones stay RGB); a stored-gray image among colour
+  ones is an error naming both files."""
+  if channels:
+    return channels
+  colour = next((path for pixels, path in images
+                 if not image_io.is_gray(pixels)), None)
+  if colour is None:
+    return 1
+  stored_gray = next((path for pixels, path in images
+                      if pixels.shape[-1] == 1), None)
+  if stored_gray is not None:
+    raise DataError(f"{stored_gray}: a gray image where {colour} is in "
+                    "colour; set data.channels=3 (gray repeated) or 1 "
+                    "(colour to luminance) to convert")
+  return 3
+
+
+def stack_pairs(examples, channels: int, pad_to_multiple: int) -> Split:
+  images = []
+  for pixels, _, path in examples:
+    pixels = image_io.convert_channels(pixels, channels, path)
+    images.append(pixels if pixels.dtype == np.uint8
+                  else image_io.to_float(pixels, path))
+  ids = tuple(os.path.splitext(os.path.basename(path))[0]
+              for _, _, path in examples)
+  return stack_examples(images, [labels for _, labels, _ in examples], ids,
+                        pad_to_multiple)
 
 
 def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:

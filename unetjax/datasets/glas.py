@@ -4,7 +4,9 @@ One folder holding `train_N.bmp` with `train_N_anno.bmp` (85 images),
 `testA_N.bmp` + `testA_N_anno.bmp` (60) and `testB_N.bmp` +
 `testB_N_anno.bmp` (20): RGB H&E colon histology of varied sizes (about
 775x522 down to 567x430). Annotations hold gland instance ids with 0 =
-background; they are binarised to gland (1) vs background (0).
+background; they are binarised to gland (1) vs background (0), or kept as
+instance ids with `instances=True` (`DataInfo.instances`). File names are
+matched whatever their case (`train_1.BMP`, `train_1_anno.BMP`).
 
 Splits: `train` trains; testA is `val`, the split the trainer evaluates
 during training and picks the best checkpoint on, and testB is `test`,
@@ -26,7 +28,8 @@ DOWNLOAD_HINT = ("download the GlaS release (Warwick-QU) from "
 _PARTS = ("train", "testA", "testB")
 
 
-def build(*, dir: str = "", val_split: str = "testA") -> Dataset:  # pylint: disable=redefined-builtin
+def build(*, dir: str = "", val_split: str = "testA",  # pylint: disable=redefined-builtin
+          instances: bool = False) -> Dataset:
   if val_split not in ("testA", "testB"):
     raise ConfigError(f"data.val_split={val_split!r}: expected 'testA' or "
                       "'testB'")
@@ -37,26 +40,34 @@ def build(*, dir: str = "", val_split: str = "testA") -> Dataset:  # pylint: dis
   names = {"train": "train", "val": val_split, "test": test_split}
   pairs = {part: official_pairs(dir, part) for part in _PARTS}
   info = DataInfo(name="glas", num_classes=2, in_channels=3,
-                  class_names=("background", "gland"))
+                  class_names=("background", "gland"), instances=instances)
+  to_labels = folders.mask_mapping(None, 2, instances=True) if instances \
+      else binarise
   return Dataset(info, {
-      split: (lambda p=pairs[part]: folders.load_split(p, binarise))
+      split: (lambda p=pairs[part]: folders.load_split(p, to_labels,
+                                                       channels=3))
       for split, part in names.items()})
 
 
 def official_pairs(directory: str, part: str) -> list[tuple[str, str]]:
   """(image, annotation) paths of one part, in numeric order."""
   pattern = re.compile(rf"{part}_(\d+)\.bmp$", re.IGNORECASE)
-  numbered = sorted((int(m.group(1)), name) for name in os.listdir(directory)
+  names = sorted(os.listdir(directory))
+  by_lower = {}
+  for name in names:
+    by_lower.setdefault(name.lower(), name)
+  numbered = sorted((int(m.group(1)), name) for name in names
                     if (m := pattern.match(name)))
   if not numbered:
     raise DataError(f"{directory}: no {part}_N.bmp images; {DOWNLOAD_HINT}")
   pairs = []
   for _, name in numbered:
-    image = os.path.join(directory, name)
-    anno = image[:-len(".bmp")] + "_anno.bmp"
-    if not os.path.exists(anno):
-      raise DataError(f"{image}: no annotation {os.path.basename(anno)}")
-    pairs.append((image, anno))
+    anno = name[:-len(".bmp")] + "_anno.bmp"
+    if anno.lower() not in by_lower:
+      raise DataError(f"{os.path.join(directory, name)}: no annotation "
+                      f"{anno}")
+    pairs.append((os.path.join(directory, name),
+                  os.path.join(directory, by_lower[anno.lower()])))
   return pairs
 
 
