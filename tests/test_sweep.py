@@ -211,3 +211,93 @@ def test_cli_exit_status_and_one_line_errors(tmp_path):
                     f"--root={root}")
   assert all_failed.returncode == 1
   assert "1 trials, 1 failed" in all_failed.stdout
+
+
+# --- the workloads whose data is not here, end to end on stand-ins ---------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"num_steps": "2", "eval_every_steps": "2", "log_every_steps": "1",
+        "eval_batch_size": "2", "num_sample_images": "1"}
+
+
+def _glas_files(folder):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  os.makedirs(folder)
+  for part, count in (("train", 3), ("testA", 2), ("testB", 1)):
+    for n in range(1, count + 1):
+      height, width = 32 + 8 * (n % 2), 32
+      Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)
+                      ).save(os.path.join(folder, f"{part}_{n}.bmp"))
+      anno = np.zeros((height, width), np.uint8)
+      anno[2:10, 3:9], anno[20:30, 5:20] = 1, 7  # two glands
+      Image.fromarray(anno).save(os.path.join(folder, f"{part}_{n}_anno.bmp"))
+  return folder
+
+
+def test_glas_sweep_runs_end_to_end_on_small_files(tmp_path):
+  data = _glas_files(str(tmp_path / "glas"))
+  common = {**TINY, "data.dir": data, "model.depth": "2",
+            "model.features": "4", "augment.crop_size": "16",
+            "augment.elastic": "False", "batch_size": "2"}
+  root = tmp_path / "root"
+  rows = sweep.run_sweep(os.path.join(REPO, "configs", "warwick.py"),
+                         "batchnorm", str(root), common=common,
+                         runner=sweep.run_in_process)
+  assert [r["status"] for r in rows] == ["done", "done"]
+  assert rows[1]["num_params"] > rows[0]["num_params"]  # BatchNorm's
+  with open(root / "results.csv") as f:
+    table = list(csv.DictReader(f))
+  assert list(table[0]) == ["trial", "status", "num_params", "train_seconds",
+                            "train/loss", "val/loss", "train/dice",
+                            "val/dice", "test/dice"]
+  assert all(0 <= float(r["test/dice"]) <= 1 for r in table)
+  assert (root / "curves.png").exists()
+
+
+@pytest.fixture(name="mock_pets")
+def fixture_mock_pets():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def as_dataset(self, *args, **kwargs):
+    """Trimap-valued examples (the default mock's masks are random)."""
+    del args, kwargs
+    rng = np.random.default_rng(0)
+
+    def examples():
+      for i in range(6):
+        yield {"image": rng.integers(0, 256, (40 + i, 36, 3), np.uint8),
+               "segmentation_mask": rng.integers(1, 4, (20, 18 + i, 1),
+                                                 np.uint8),
+               "file_name": f"pet_{i}.jpg", "label": i % 37,
+               "species": i % 2, "head_bbox": np.zeros(4, np.float32)}
+
+    return tf.data.Dataset.from_generator(
+        examples, output_signature=self.info.features.get_tensor_spec())
+
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    yield
+
+
+@pytest.mark.parametrize("config_name,sweep_name,common,metric", [
+    ("pets_unet.py", "unet_vs_fcn32", {"data.image_size": "32"},
+     "test/mean_iou"),
+    ("pets_colorize.py", "skips", {"data.image_size": "16",
+                                   "model.depth": "2", "model.features": "4"},
+     "test/psnr"),
+])
+def test_pets_sweeps_run_end_to_end_on_mock_data(
+    mock_pets, tmp_path, config_name, sweep_name, common, metric):
+  del mock_pets
+  root = tmp_path / "root"
+  rows = sweep.run_sweep(os.path.join(REPO, "configs", config_name),
+                         sweep_name, str(root),
+                         common={**TINY, "batch_size": "2", **common},
+                         runner=sweep.run_in_process)
+  assert [r["status"] for r in rows] == ["done", "done"]
+  assert all(metric in r and r["step"] == 2 for r in rows)
+  header = (root / "results.md").read_text().splitlines()[0]
+  assert metric in header and (root / "curves.png").exists()
