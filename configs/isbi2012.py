@@ -21,13 +21,29 @@ https://imagej.net/events/isbi-2012-segmentation-challenge
 
   python -m unetjax.main --config configs/isbi2012.py \\
       --config.data.dir=../shared/data/isbi2012 --workdir workdirs/isbi
+
+Sweep `models`, the dilated U-Net papers' four-model table at one budget:
+
+  python -m unetjax.sweep --config configs/isbi2012.py --sweep models \\
+      --root workdirs/sweeps/isbi --set data.dir=../shared/data/isbi2012
+
+standard (this file); standard with the bottleneck outputs added (its two
+3x3 convs written as the dilated bottleneck with dilation rate 1 and depth
+2, i.e. the same convs and parameter count, their outputs summed);
+dilated with addition (configs/isbi2012_dilated.py) and without. Where
+the workload is silent: every trial keeps this file's training recipe.
+`sweep folds` trains this model on each of the 6 folds (`data.fold`).
 """
 from unetjax.config import base_config
 
 
 def get_config():
   config = base_config()
-  config.model = dict(name="unet", depth=4, features=19, batchnorm=True)
+  # dilate, dilate_rate, dilate_depth, addition: the U-Net's defaults (off
+  # without dilate), listed so the `models` sweep can set them.
+  config.model = dict(name="unet", depth=4, features=19, batchnorm=True,
+                      dilate=False, dilate_rate=2, dilate_depth=4,
+                      addition=True)
   config.data = dict(name="isbi2012", train_examples=0, dir="",
                      val_slices=(), fold=5, num_folds=6)
   config.task = dict(name="binary_segmentation", dice_weight=0.5)
@@ -46,3 +62,27 @@ def get_config():
   config.best_metric = "val/dice"
   config.best_mode = "max"
   return config
+
+
+def get_sweeps():
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`."""
+  added = {"model.dilate": True, "model.dilate_rate": 1,
+           "model.dilate_depth": 2, "model.addition": True}
+  return {
+      "models": [
+          {"trial": "standard"},
+          {"trial": "standard_addition", **added},
+          {"trial": "dilated_addition", "config": "isbi2012_dilated.py"},
+          {"trial": "dilated_no_addition", "config": "isbi2012_dilated.py",
+           "model.addition": False},
+      ],
+      "folds": [{"trial": f"fold{fold}", "data.fold": fold}
+                for fold in range(6)],
+  }
+
+
+def get_sweep_columns():
+  """The workload's table: size, then train and val loss and Dice."""
+  columns = ["num_params", "train_seconds", "train/loss", "val/loss",
+             "train/dice", "val/dice"]
+  return {"models": columns, "folds": columns}

@@ -24,3 +24,13 @@ def get_config():
                       batchnorm=True, dilate=True, dilate_rate=2,
                       dilate_depth=4, addition=True)
   return config
+
+
+def get_sweeps():
+  """Addition on and off; the four-model table is isbi2012.py's `models`."""
+  return {"addition": [{"trial": "addition", "model.addition": True},
+                       {"trial": "no_addition", "model.addition": False}]}
+
+
+def get_sweep_columns():
+  return {"addition": isbi2012.get_sweep_columns()["models"]}

@@ -14,6 +14,11 @@ true L passes through, so the skip ablation shows mostly in where colour
 lands (blotchy without skips); with target rgb the model must rebuild L
 and losing the skips costs sharpness as well. Needs the TFDS download
 once; configs/photos_colorize.py runs without it.
+
+Sweeps: `skips` (on, off) and `adam_lr` (Adam at 1e-3 and 1e-4):
+
+  python -m unetjax.sweep --config configs/pets_colorize.py --sweep skips \\
+      --root workdirs/sweeps/pets_colorize
 """
 from configs import pets_unet
 
@@ -24,3 +29,18 @@ def get_config():
   config.task = dict(name="colorization", target="ab", loss="l1")
   config.best_metric = "val/psnr"
   return config
+
+
+def get_sweeps():
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`."""
+  return {
+      "skips": [{"trial": "skips", "model.skip": True},
+                {"trial": "no_skips", "model.skip": False}],
+      "adam_lr": pets_unet.get_sweeps()["adam_lr"],
+  }
+
+
+def get_sweep_columns():
+  columns = ["num_params", "train_seconds", "train/loss", "val/loss",
+             "val/psnr", "val/psnr_gray", "test/psnr"]
+  return {name: columns for name in get_sweeps()}

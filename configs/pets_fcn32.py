@@ -12,6 +12,9 @@ gap was 0.36 against 0.88). Needs the TFDS download once;
 configs/cells3_fcn32.py runs without it.
 
   python -m unetjax.main --config configs/pets_fcn32.py --workdir workdirs/pets_fcn32
+
+Sweeps: `adam_lr` (Adam at 1e-3 and 1e-4 for the FCN) and `unet_vs_fcn32`
+(the same trials as configs/pets_unet.py's, so either file runs it).
 """
 from configs import pets_unet
 
@@ -22,3 +25,16 @@ def get_config():
                       upsampling="transpose", backbone_checkpoint="")
   config.data.image_size = 224
   return config
+
+
+def get_sweeps():
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`."""
+  return {
+      "adam_lr": pets_unet.get_sweeps()["adam_lr"],
+      "unet_vs_fcn32": [{"trial": "unet", "config": "pets_unet.py"},
+                        {"trial": "fcn32"}],
+  }
+
+
+def get_sweep_columns():
+  return pets_unet.get_sweep_columns()

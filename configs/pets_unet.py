@@ -10,6 +10,13 @@ after ~20 epochs, the border class by far the hardest. Compare with configs/pets
 download (about 800 MB) once; configs/cells3_unet.py runs without it.
 
   python -m unetjax.main --config configs/pets_unet.py --workdir workdirs/pets_unet
+
+Sweeps: `adam_lr` (Adam at 1e-3 and 1e-4) and `unet_vs_fcn32` (this U-Net
+and configs/pets_fcn32.py, each at its own image size and otherwise the
+same training), e.g.
+
+  python -m unetjax.sweep --config configs/pets_unet.py --sweep unet_vs_fcn32 \\
+      --root workdirs/sweeps/pets
 """
 from unetjax.config import base_config
 
@@ -32,3 +39,19 @@ def get_config():
   config.best_metric = "val/mean_iou"
   config.best_mode = "max"
   return config
+
+
+def get_sweeps():
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`."""
+  return {
+      "adam_lr": [{"trial": "adam_lr1e-3", "optimizer.learning_rate": 1e-3},
+                  {"trial": "adam_lr1e-4", "optimizer.learning_rate": 1e-4}],
+      "unet_vs_fcn32": [{"trial": "unet"},
+                        {"trial": "fcn32", "config": "pets_fcn32.py"}],
+  }
+
+
+def get_sweep_columns():
+  columns = ["num_params", "train_seconds", "train/loss", "val/loss",
+             "val/accuracy", "val/mean_iou", "test/mean_iou"]
+  return {name: columns for name in get_sweeps()}

@@ -21,6 +21,16 @@ from https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/
 
   python -m unetjax.main --config configs/warwick.py \\
       --config.data.dir=/path/to/Warwick_QU_Dataset --workdir workdirs/glas
+
+The same comparisons as sweeps (`--set data.dir=...` for every trial):
+`batchnorm` (off, on), `batch_size` (4, 16), `steplr_step` (StepLR every
+5 or every 20 epochs, gamma 0.2) and `all` (the baseline and each change
+alone). Where the workload is silent: a batch of 16 logs every 5 steps and
+evaluates every 25 (85 images make 5 steps an epoch, so every 5 epochs, as
+the batch of 4 does with 105 steps).
+
+  python -m unetjax.sweep --config configs/warwick.py --sweep all \\
+      --root workdirs/sweeps/glas --set data.dir=/path/to/Warwick_QU_Dataset
 """
 from unetjax.config import base_config
 
@@ -48,3 +58,28 @@ def get_config():
   config.best_metric = "val/dice"
   config.best_mode = "max"
   return config
+
+
+def get_sweeps():
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`."""
+  batchnorm = {"trial": "batchnorm", "model.batchnorm": True}
+  batch16 = {"trial": "batch16", "batch_size": 16, "log_every_steps": 5,
+             "eval_every_steps": 25}
+  step20 = {"trial": "steplr_step20", "schedule.step_size_epochs": 20}
+  return {
+      "batchnorm": [{"trial": "no_batchnorm", "model.batchnorm": False},
+                    batchnorm],
+      "batch_size": [{"trial": "batch4", "batch_size": 4,
+                      "log_every_steps": 21, "eval_every_steps": 105},
+                     batch16],
+      "steplr_step": [{"trial": "steplr_step5",
+                       "schedule.step_size_epochs": 5}, step20],
+      "all": [{"trial": "baseline"}, batchnorm, batch16, step20],
+  }
+
+
+def get_sweep_columns():
+  """Dice on testA (val, during training) and testB (test, at the end)."""
+  columns = ["num_params", "train_seconds", "train/loss", "val/loss",
+             "train/dice", "val/dice", "test/dice"]
+  return {name: columns for name in get_sweeps()}

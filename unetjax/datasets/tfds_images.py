@@ -8,6 +8,8 @@ uint8 in memory (cifar10's train split is 150 MB that way, 600 MB as
 float32); the input pipeline scales them to [0, 1].
 
 TensorFlow Datasets is imported only when one of these sets is used.
+`data.dir` set (mnist, fashion_mnist) reads the original IDX files from
+that folder instead, without TFDS (`unetjax.datasets.mnist_idx`).
 """
 import functools
 
@@ -19,12 +21,22 @@ from unetjax.errors import ConfigError, DataError
 _READ_BATCH = 10_000  # examples per read; TFDS mock data can't batch all
 
 
+_IDX_SETS = ("mnist", "fashion_mnist")
+
+
 def build(tfds_name: str, *, val_examples: int = 5000, data_dir: str = "",
-          download: bool = True) -> Dataset:
-  """`data_dir` '' is TFDS's default (~/tensorflow_datasets)."""
+          download: bool = True, dir: str = "") -> Dataset:  # pylint: disable=redefined-builtin
+  """`data_dir` '' is TFDS's default (~/tensorflow_datasets); `dir` a
+  folder of IDX files, read instead of TFDS."""
   if not isinstance(val_examples, int) or val_examples < 1:
     raise ConfigError(f"data.val_examples={val_examples!r}: expected a "
                       "positive integer")
+  if dir:
+    if tfds_name not in _IDX_SETS:
+      raise ConfigError(f"data.dir={dir!r}: IDX files are read for "
+                        f"{list(_IDX_SETS)}, not {tfds_name!r}")
+    from unetjax.datasets import mnist_idx  # pylint: disable=g-import-not-at-top
+    return mnist_idx.build(dir, tfds_name, val_examples=val_examples)
   builder = _tfds().builder(tfds_name, data_dir=data_dir or None)
   info = DataInfo(
       name=tfds_name,
