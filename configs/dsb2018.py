@@ -71,3 +71,11 @@ def get_sweeps():
   """Named sweeps for `python -m unetjax.sweep --sweep NAME`: the four ways
   from pixels to objects, same split, model and number of steps."""
   return {"approaches": [dict(trial) for trial in _APPROACHES.values()]}
+
+
+def get_sweep_columns():
+  """The table of the approaches sweep: the held-out scores that matter."""
+  return {"approaches": ["task.target", "task.objects", "num_params",
+                         "train_seconds", "val/challenge_score", "val/ap50",
+                         "test/challenge_score", "test/ap50", "test/f1_50",
+                         "test/dice"]}
