@@ -82,3 +82,27 @@ def test_a_transformed_dataset_applies_the_transform_once_per_split():
   assert dataset.split("train").labels.max() == 2  # not checked < 2 again
   dataset.split("train")
   assert calls == ["train"]
+
+
+def test_size_sorted_eval_batches_cover_every_real_pixel_once():
+  rng = np.random.default_rng(0)
+  sizes = np.array([[40, 40], [8, 12], [30, 20], [9, 9], [17, 33]])
+  labels = np.zeros((5, 40, 40), np.int32)
+  for i, (h, w) in enumerate(sizes):
+    labels[i, :h, :w] = rng.integers(1, 9, (h, w))
+  split = Split(rng.random((5, 40, 40, 1)).astype(np.float32), labels,
+                tuple("abcde"), sizes, {"instances": labels * 3})
+  seen, shapes = {}, []
+  for batch in input_pipeline.eval_batches(split, batch_size=2,
+                                           by_size=True, align=8):
+    shapes.append(batch["image"].shape[1:3])
+    for row in np.flatnonzero(batch["mask"]):
+      index = int(batch["index"][row])
+      assert index not in seen
+      seen[index] = batch["label"][row][batch["valid"][row] > 0]
+      np.testing.assert_array_equal(batch["instances"][row],
+                                    batch["label"][row] * 3)
+  # sorted by area: (9x9, 8x12) -> 16x16, (30x20, 17x33) -> 32x40, 40x40
+  assert shapes == [(16, 16), (32, 40), (40, 40)]
+  for i, (h, w) in enumerate(sizes):
+    np.testing.assert_array_equal(seen[i], labels[i, :h, :w].ravel())

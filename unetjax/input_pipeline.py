@@ -84,21 +84,42 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
 
 
 def eval_batches(split: Split, *, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """The whole split once, in order, as fixed-size batches.
+                 process_count: int = 1, by_size: bool = False,
+                 align: int = 32) -> Iterator[dict[str, np.ndarray]]:
+  """The whole split once, as batches of `batch_size` examples.
 
-  The last batch is padded by repeating example 0, with `mask` 0 for the
-  padding, so every batch has the same shape (one compile) and padding
-  never counts in a metric.
+  The last batch is padded by repeating an example, with `mask` 0 for the
+  padding, so padding never counts in a metric. Without `by_size` the
+  examples come in order and every batch has the same shape (one compile).
+
+  `by_size` (variable-size splits; models that take any multiple of
+  `align`): examples come sorted by their true area and each batch is cut
+  to the largest true size in it, rounded up to `align`, so a split of
+  mostly small images with a few large ones is not computed at the largest
+  size throughout (one compile per distinct batch shape). `index` says
+  which example each row is.
   """
   tf = tensorflow()
   n = len(split)
   padded = -(-n // batch_size) * batch_size
   local = _local_batch_size(batch_size, process_count)
+  order = np.arange(n)
+  sorted_batches = by_size and split.sizes is not None
+  if sorted_batches:
+    order = np.argsort(split.sizes[:, 0] * split.sizes[:, 1], kind="stable")
+  order = np.concatenate([order, np.full(padded - n, order[-1])])
+  real = np.arange(padded) < n
+  crops = np.tile(split.images.shape[1:3], (padded, 1))
+  if sorted_batches:
+    for start in range(0, padded, batch_size):
+      rows = order[start:start + batch_size]
+      crop = -(-split.sizes[rows].max(axis=0) // align) * align
+      crops[start:start + batch_size] = np.minimum(
+          crop, split.images.shape[1:3])
   positions = np.arange(padded).reshape(-1, process_count, local)
   positions = positions[:, process_index].reshape(-1)
-  mask = (positions < n).astype(np.float32)
-  indices = np.where(positions < n, positions, 0)
+  mask = real[positions].astype(np.float32)
+  indices, crops = order[positions], crops[positions].astype(np.int32)
   images, labels = tf.constant(split.images), tf.constant(split.labels)
   maps = {name: tf.constant(values) for name, values in split.maps.items()}
   valid_maps = None if split.sizes is None else tf.constant(
@@ -114,9 +135,15 @@ def eval_batches(split: Split, *, batch_size: int, process_index: int = 0,
       example["valid"] = tf.gather(valid_maps, index)
     return example
 
-  ds = (tf.data.Dataset.from_tensor_slices((indices, mask))
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(local)
+  def cut(batch, crop):
+    height, width = crop[0, 0], crop[0, 1]
+    return {k: v if len(v.shape) < 3 else v[:, :height, :width]
+            for k, v in batch.items()}
+
+  ds = tf.data.Dataset.from_tensor_slices((indices, mask))
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(crops))
+  ds = (ds.batch(local).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE))
   return _numpy_iterator(tf, ds)
 

@@ -333,17 +333,22 @@ def evaluate_objects(experiment: Experiment, steps: Steps, state,
   return jax.tree.map(np.asarray, metrics.compute()), rows
 
 
-def _eval_batches(experiment, split) -> Iterator[dict[str, np.ndarray]]:
+def _eval_batches(experiment, split,
+                  by_size: bool = True) -> Iterator[dict[str, np.ndarray]]:
+  """Eval batches; variable-size splits of a SAME-padded model (it takes
+  any multiple of 32) in size-sorted batches (`input_pipeline`)."""
+  same = experiment.config.model.get("padding", "SAME") == "SAME"
   return input_pipeline.eval_batches(
       split, batch_size=experiment.config.eval_batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      by_size=by_size and same)
 
 
 def first_predictions(experiment: Experiment, steps: Steps, state,
                       split: datasets.Split, count: int):
   """The first `count` examples of a split with predictions and outputs."""
   sharding = parallel.data_sharding(experiment.mesh)
-  local = next(_eval_batches(experiment, split))
+  local = next(_eval_batches(experiment, split, by_size=False))
   predictions, outputs = steps.predict(
       state, parallel.global_batch(local, sharding))
   count = min(count, len(split), len(local["mask"]))
