@@ -24,10 +24,11 @@ training logged for the same checkpoint and split.
 import csv
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from unetjax import cli, datasets, parallel, plots, train
 
@@ -130,8 +131,7 @@ def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.no_arguments(argv)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
@@ -144,7 +144,7 @@ def main(argv):
   print(f"Written to {FLAGS.out or os.path.join(FLAGS.workdir, 'eval')}")
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-evaluate`).
 
   Flags are defined here, not on import, so the tools can be imported
@@ -157,7 +157,7 @@ def run():
   flags.DEFINE_string("out", None, "Output directory; default workdir/eval.")
   flags.DEFINE_integer("num_examples", 4, "How many of the worst and of the "
                        "best examples to draw.")
-  app.run(main)
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ per metric, train and val, for any step range: the close-up of the first
 steps is a common request. Several workdirs are overlaid, one colour each.
 """
 import os
+import sys
 
-from absl import app, flags
+from absl import flags
 
 from unetjax import cli, history, plots
 from unetjax.errors import ConfigError, WorkdirError
@@ -58,8 +59,7 @@ def plot_workdirs(workdirs: list[str], out: str, *, steps: str = "",
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.no_arguments(argv)
   steps = FLAGS.steps.replace(":", "-") if FLAGS.steps else "all"
   out = FLAGS.out or os.path.join(FLAGS.workdir[0], "plots",
                                   f"curves_{steps}.png")
@@ -69,7 +69,7 @@ def main(argv):
   print(f"Drew {', '.join(metrics)} to {out}")
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-plot`); flags defined here so
   the tools, which share flag names, can be imported together."""
   flags.DEFINE_multi_string("workdir", None, "Workdir(s); repeat to overlay.",
@@ -78,7 +78,7 @@ def run():
   flags.DEFINE_list("metrics", None, "Metrics to draw; default all logged.")
   flags.DEFINE_string("out", None, "PNG path; default "
                       "<first workdir>/plots/curves_<steps>.png.")
-  app.run(main)
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
