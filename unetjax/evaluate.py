@@ -31,6 +31,7 @@ import numpy as np
 from absl import flags
 
 from unetjax import cli, datasets, parallel, plots, train
+from unetjax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -39,12 +40,18 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
                      split: str = "test", out: str | None = None,
                      num_examples: int = 4) -> dict[str, Any]:
   """Writes the files listed in the module docstring; returns the report."""
+  if isinstance(num_examples, bool) or not isinstance(
+      num_examples, int) or num_examples < 1:
+    raise ConfigError(f"--num_examples={num_examples}: expected a positive "
+                      "number of examples to draw")
+  out = out or os.path.join(workdir, "eval")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ConfigError(f"--out={out}: is a file; expected a directory")
   experiment, state, step = train.restore_workdir(workdir, checkpoint)
   data = experiment.dataset.split(split)
   steps = train.jit_steps(experiment)
   computed = train.evaluate(experiment, steps, state, data)
   columns = example_columns(experiment, steps, state, data)
-  out = out or os.path.join(workdir, "eval")
   tag = f"{split}_{step}"
   report = {"workdir": os.path.abspath(workdir), "checkpoint_step": step,
             "split": split, "num_examples": len(data),

@@ -28,16 +28,43 @@ def parse_steps(text: str) -> tuple[float, float] | None:
   try:
     if not sep:
       raise ValueError
-    return (float(start) if start else 0.0,
-            float(end) if end else float("inf"))
+    low = float(start) if start else 0.0
+    high = float(end) if end else float("inf")
   except ValueError:
     raise ConfigError(f"--steps={text!r}: expected START:END, e.g. 0:500"
                       ) from None
+  if not low == low or not high == high or low < 0 or low > high:  # nan
+    raise ConfigError(f"--steps={text!r}: expected 0 <= START <= END, e.g. "
+                      "0:500")
+  return low, high
+
+
+def check_out(out: str) -> None:
+  """--out must be a picture file matplotlib can write, in a folder."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  from matplotlib.backend_bases import FigureCanvasBase  # pylint: disable=g-import-not-at-top
+  del matplotlib
+  if os.path.isdir(out):
+    raise ConfigError(f"--out={out}: is a directory; expected a picture file "
+                      "such as curves.png")
+  suffix = os.path.splitext(out)[1].lower().lstrip(".")
+  formats = FigureCanvasBase.get_supported_filetypes()
+  if suffix not in formats:
+    raise ConfigError(f"--out={out}: {suffix or 'no extension'} is not a "
+                      f"picture format; expected one of "
+                      f"{', '.join(sorted(formats))}")
+  parent = os.path.dirname(os.path.abspath(out))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError(f"--out={out}: {parent} is a file, not a directory")
 
 
 def plot_workdirs(workdirs: list[str], out: str, *, steps: str = "",
                   metrics: list[str] | None = None) -> str:
   """Draws the curves of `workdirs` into `out`; returns the metrics drawn."""
+  check_out(out)
+  window = parse_steps(steps)
   runs = {}
   for workdir in workdirs:
     records = history.read(workdir)
@@ -53,7 +80,7 @@ def plot_workdirs(workdirs: list[str], out: str, *, steps: str = "",
     raise ConfigError(f"--metrics: {unknown} not logged; the runs have "
                       f"{logged}")
   plots.compare_curves(runs if len(runs) > 1 else {"": runs.popitem()[1]},
-                       metrics, out, parse_steps(steps),
+                       metrics, out, window,
                        title=f"steps {steps}" if steps else "")
   return metrics
 
