@@ -10,8 +10,10 @@ stopped. Orbax writes each step to a temporary directory and renames it
 when complete, so a crash mid-write leaves no checkpoint that would be
 picked up; the manager removes such leftovers when it starts.
 """
+import contextlib
+import logging
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import orbax.checkpoint as ocp
 
@@ -38,6 +40,26 @@ def manager(workdir: str, *, keep: int, best_metric: str, best_mode: str,
       cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+@contextlib.contextmanager
+def closing(mngr: ocp.CheckpointManager) -> Iterator[ocp.CheckpointManager]:
+  """Closes the manager on the way out, waiting for saves still in flight.
+
+  Also when the block raised: otherwise Orbax's background threads meet a
+  shutting-down interpreter and print "Event loop is closed" tracebacks
+  after the one-line error. A failure while closing after an error is
+  logged, so the first error is the one reported.
+  """
+  try:
+    yield mngr
+  except BaseException:
+    try:
+      mngr.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("closing the checkpoint manager after an error: %s", e)
+    raise
+  mngr.close()
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any,

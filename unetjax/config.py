@@ -6,6 +6,7 @@ key exists before the command line overrides it, so a misspelt
 `--config.x=y` fails instead of being ignored.
 """
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -94,8 +95,59 @@ def make_siblings_importable(config_path: str) -> None:
     sys.path.insert(0, root)
 
 
+def _number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _integer(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+# (key, test, what is expected) for the keys of base_config() beyond those
+# `validate` checks itself.
+_RANGES = (
+    ("seed", _integer, "an integer"),
+    ("optimizer.learning_rate", lambda v: _number(v) and v > 0,
+     "a finite number > 0"),
+    ("optimizer.b1", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.b2", lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("optimizer.eps", lambda v: _number(v) and v > 0, "a finite number > 0"),
+    ("optimizer.momentum", lambda v: _number(v) and 0 <= v < 1,
+     "a number in [0, 1)"),
+    ("optimizer.weight_decay", lambda v: _number(v) and v >= 0,
+     "a finite number >= 0"),
+    ("optimizer.grad_clip_norm", lambda v: _number(v) and v >= 0,
+     "a finite number >= 0 (0 disables clipping)"),
+    ("schedule.max_learning_rate", lambda v: _number(v) and v > 0,
+     "a finite number > 0"),
+    ("schedule.warmup_steps", lambda v: _integer(v) and v >= 0,
+     "an integer >= 0"),
+    ("schedule.alpha", lambda v: _number(v) and 0 <= v <= 1,
+     "a number in [0, 1]"),
+    ("augment.crop_size", lambda v: _integer(v) and v >= 0,
+     "a crop size in pixels, an integer >= 0 (0: no crop)"),
+    ("num_sample_images", lambda v: _integer(v) and v >= 0,
+     "an integer >= 0"),
+)
+
+
+def check_keys(config: ml_collections.ConfigDict) -> None:
+  """Every key of base_config() the trainer reads must be in the config:
+  a config file built without base_config() names what it lacks."""
+  have = flat_items(config.to_dict())
+  missing = [key for key in flat_items(base_config().to_dict())
+             if key not in have]
+  if missing:
+    raise ConfigError(
+        f"the config has no key {missing[0]!r}"
+        f"{f' (nor {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+        "build it on unetjax.config.base_config(), which has them all")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Rejects values that would fail late or silently train something else."""
+  check_keys(config)
   for key in _POSITIVE_INTS:
     _check(config, key, lambda v: isinstance(v, int) and v > 0,
            "a positive integer")
@@ -105,7 +157,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          "an integer >= 0")
   if config.num_steps == 0 and config.num_epochs == 0:
     raise ConfigError("num_steps and num_epochs are both 0; set one of them")
-  _check(config, "optimizer.learning_rate", lambda v: v > 0, "a number > 0")
+  for key, ok, expected in _RANGES:
+    _check(config, key, ok, expected)
   _check(config, "best_mode", lambda v: v in ("min", "max"), "'min' or 'max'")
   _check(config, "skip_nonfinite_updates", lambda v: isinstance(v, bool),
          "True or False")
@@ -116,7 +169,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
            "a registered name")
   _check(config, "data.train_examples", lambda v: isinstance(v, int) and v >= 0,
          "an integer >= 0 (0 uses every training example)")
-  if config.best_metric.split("/")[0] not in ("train", "val"):
+  if (not isinstance(config.best_metric, str)
+      or config.best_metric.split("/")[0] not in ("train", "val")):
     raise ConfigError(f"best_metric={config.best_metric!r}: expected "
                       "'val/<metric>' or 'train/<metric>'")
 

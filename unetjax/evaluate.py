@@ -25,12 +25,14 @@ training logged for the same checkpoint and split.
 import csv
 import json
 import os
+import sys
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from unetjax import cli, datasets, parallel, plots, train
+from unetjax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -39,12 +41,18 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
                      split: str = "test", out: str | None = None,
                      num_examples: int = 4) -> dict[str, Any]:
   """Writes the files listed in the module docstring; returns the report."""
+  if isinstance(num_examples, bool) or not isinstance(
+      num_examples, int) or num_examples < 1:
+    raise ConfigError(f"--num_examples={num_examples}: expected a positive "
+                      "number of examples to draw")
+  out = out or os.path.join(workdir, "eval")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ConfigError(f"--out={out}: is a file; expected a directory")
   experiment, state, step = train.restore_workdir(workdir, checkpoint)
   data = experiment.dataset.split(split)
   steps = train.jit_steps(experiment)
   computed = train.evaluate(experiment, steps, state, data)
   columns = example_columns(experiment, steps, state, data)
-  out = out or os.path.join(workdir, "eval")
   tag = f"{split}_{step}"
   report = {"workdir": os.path.abspath(workdir), "checkpoint_step": step,
             "split": split, "num_examples": len(data),
@@ -135,8 +143,7 @@ def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.no_arguments(argv)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,
@@ -149,7 +156,7 @@ def main(argv):
   print(f"Written to {FLAGS.out or os.path.join(FLAGS.workdir, 'eval')}")
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-evaluate`).
 
   Flags are defined here, not on import, so the tools can be imported
@@ -162,7 +169,7 @@ def run():
   flags.DEFINE_string("out", None, "Output directory; default workdir/eval.")
   flags.DEFINE_integer("num_examples", 4, "How many of the worst and of the "
                        "best examples to draw.")
-  app.run(main)
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,46 @@ import os
 
 import numpy as np
 
+from unetjax.errors import WorkdirError
+
 FILENAME = "history.jsonl"
 
 
 def read(workdir: str) -> list[dict[str, float]]:
+  """The records; a line cut short by a crash (the last) is skipped, any
+  other line that is not a JSON object with a numeric `step` is an error."""
   path = os.path.join(workdir, FILENAME)
   if not os.path.exists(path):
     return []
+  try:
+    with open(path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except UnicodeDecodeError as e:
+    raise WorkdirError(f"{path} is not UTF-8 text (byte {e.start}); expected "
+                       "one JSON object per line") from e
+  except OSError as e:
+    raise WorkdirError(f"{path} cannot be read: {e.strerror}") from e
   records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:  # a line cut short by a crash
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      if number == len(lines):  # a line cut short by a crash
         continue
+      raise WorkdirError(f"{path} line {number} is not JSON; expected one "
+                         "object per line") from None
+    if not isinstance(record, dict):
+      raise WorkdirError(f"{path} line {number} holds a JSON "
+                         f"{type(record).__name__}; expected an object")
+    if "step" not in record:
+      raise WorkdirError(f"{path} line {number} has no 'step'")
+    for key, value in record.items():
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WorkdirError(f"{path} line {number}: {key}={value!r}; expected "
+                           "a number")
+    records.append(record)
   return records
 
 

@@ -7,11 +7,13 @@ save a checkpoint and exit 128 + the signal number; re-running the same
 command resumes.
 """
 import logging as std_logging
+import re
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unetjax import cli
 from unetjax import config as config_lib
 from unetjax.cli import fail
 from unetjax.errors import TrainingStopped, UnetjaxError
@@ -56,15 +58,37 @@ def parse_flags(argv: list[str]) -> list[str]:
       fail(f"--config.{key}: the config has no key {key!r}")
     fail(message)
   except (AttributeError, KeyError) as e:
-    name = str(e).strip("\"'")
-    flag = [arg.split("=")[0] for arg in argv[1:]
-            if arg.startswith("--config.")
-            and name in arg.split("=")[0].split(".")]
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    flag, name = _unknown_override(argv, text)
     if flag:
-      fail(f"{' '.join(flag)}: the config has no key {name!r}")
+      hint = re.search(r'Did you mean "([^"]+)"', text)
+      fail(f"{flag}: the config has no key {name!r}"
+           + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
     fail(f"--config {config_file} cannot be loaded: {_one_line(e)}")
   except (SyntaxError, ImportError, OSError, TypeError, ValueError) as e:
     fail(f"--config {config_file} cannot be loaded: {_one_line(e)}")
+
+
+def _unknown_override(argv: list[str], message: str) -> tuple[str, str]:
+  """(--config.KEY flag, missing key) behind ml_collections' lookup error.
+
+  It says "Attempting to lookup: a.b.c" for a key under a leaf value and
+  quotes the missing name ('modle') for a misspelt key or section.
+  """
+  overrides = [arg.split("=")[0] for arg in argv[1:]
+               if arg.startswith("--config.")]
+  path = re.search(r"Attempting to lookup: (\S+)", message)
+  if path:
+    flag = f"--config.{path.group(1)}"
+    parent = path.group(1).rsplit(".", 1)
+    return (flag if flag in overrides else "", parent[-1])
+  quoted = re.findall(r"'([^'\\]+)'", message.splitlines()[0] if message
+                      else "")
+  name = quoted[0] if quoted else message.strip("\"'")
+  for flag in overrides:
+    if name in flag[len("--config."):].split("."):
+      return flag, name
+  return "", name
 
 
 def _config_file(argv: list[str]) -> str | None:
@@ -121,7 +145,7 @@ def main(argv):
 
 def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-train`)."""
-  app.run(main, argv=argv, flags_parser=parse_flags)
+  cli.run(main, sys.modules[__name__], argv, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

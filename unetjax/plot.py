@@ -10,8 +10,9 @@ per metric, train and val, for any step range: the close-up of the first
 steps is a common request. Several workdirs are overlaid, one colour each.
 """
 import os
+import sys
 
-from absl import app, flags
+from absl import flags
 
 from unetjax import cli, history, plots
 from unetjax.errors import ConfigError, WorkdirError
@@ -27,16 +28,43 @@ def parse_steps(text: str) -> tuple[float, float] | None:
   try:
     if not sep:
       raise ValueError
-    return (float(start) if start else 0.0,
-            float(end) if end else float("inf"))
+    low = float(start) if start else 0.0
+    high = float(end) if end else float("inf")
   except ValueError:
     raise ConfigError(f"--steps={text!r}: expected START:END, e.g. 0:500"
                       ) from None
+  if not low == low or not high == high or low < 0 or low > high:  # nan
+    raise ConfigError(f"--steps={text!r}: expected 0 <= START <= END, e.g. "
+                      "0:500")
+  return low, high
+
+
+def check_out(out: str) -> None:
+  """--out must be a picture file matplotlib can write, in a folder."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  from matplotlib.backend_bases import FigureCanvasBase  # pylint: disable=g-import-not-at-top
+  del matplotlib
+  if os.path.isdir(out):
+    raise ConfigError(f"--out={out}: is a directory; expected a picture file "
+                      "such as curves.png")
+  suffix = os.path.splitext(out)[1].lower().lstrip(".")
+  formats = FigureCanvasBase.get_supported_filetypes()
+  if suffix not in formats:
+    raise ConfigError(f"--out={out}: {suffix or 'no extension'} is not a "
+                      f"picture format; expected one of "
+                      f"{', '.join(sorted(formats))}")
+  parent = os.path.dirname(os.path.abspath(out))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError(f"--out={out}: {parent} is a file, not a directory")
 
 
 def plot_workdirs(workdirs: list[str], out: str, *, steps: str = "",
                   metrics: list[str] | None = None) -> str:
   """Draws the curves of `workdirs` into `out`; returns the metrics drawn."""
+  check_out(out)
+  window = parse_steps(steps)
   runs = {}
   for workdir in workdirs:
     records = history.read(workdir)
@@ -52,14 +80,13 @@ def plot_workdirs(workdirs: list[str], out: str, *, steps: str = "",
     raise ConfigError(f"--metrics: {unknown} not logged; the runs have "
                       f"{logged}")
   plots.compare_curves(runs if len(runs) > 1 else {"": runs.popitem()[1]},
-                       metrics, out, parse_steps(steps),
+                       metrics, out, window,
                        title=f"steps {steps}" if steps else "")
   return metrics
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.no_arguments(argv)
   steps = FLAGS.steps.replace(":", "-") if FLAGS.steps else "all"
   out = FLAGS.out or os.path.join(FLAGS.workdir[0], "plots",
                                   f"curves_{steps}.png")
@@ -69,7 +96,7 @@ def main(argv):
   print(f"Drew {', '.join(metrics)} to {out}")
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-plot`); flags defined here so
   the tools, which share flag names, can be imported together."""
   flags.DEFINE_multi_string("workdir", None, "Workdir(s); repeat to overlay.",
@@ -78,7 +105,7 @@ def run():
   flags.DEFINE_list("metrics", None, "Metrics to draw; default all logged.")
   flags.DEFINE_string("out", None, "PNG path; default "
                       "<first workdir>/plots/curves_<steps>.png.")
-  app.run(main)
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

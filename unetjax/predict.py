@@ -15,11 +15,12 @@ page by page. Every input is read and checked before anything is written.
 import functools
 import glob
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from unetjax import cli, image_io, parallel, tiling, train
@@ -101,11 +102,31 @@ def mask_and_probability(prediction: np.ndarray):
   return prediction.argmax(-1).astype(np.uint8), prediction.max(-1)
 
 
-def input_paths(pattern: str) -> list[str]:
-  """The files a path, a directory or a glob names, sorted."""
+OUTPUT_KINDS = ("mask", "prob", "overlay")
+
+
+def input_paths(pattern: str, output: str | None = None) -> list[str]:
+  """The files a path, a directory (its image files) or a glob names,
+  sorted, decided before anything is written. Files in `output` named like
+  this tool's outputs of another input (`a_mask.png` next to `a.png`) are
+  left out: they are an earlier run's results, not new inputs."""
   if os.path.isdir(pattern):
-    pattern = os.path.join(pattern, "*")
-  paths = sorted(p for p in glob.glob(pattern) if not os.path.isdir(p))
+    paths = sorted(p for p in glob.glob(os.path.join(glob.escape(pattern),
+                                                     "*"))
+                   if os.path.isfile(p)
+                   and p.lower().endswith(image_io.IMAGE_SUFFIXES))
+    if not paths:
+      raise DataError(f"--input={pattern!r} is a folder without image files "
+                      f"({', '.join(image_io.IMAGE_SUFFIXES)})")
+  else:
+    paths = sorted(p for p in glob.glob(pattern) if not os.path.isdir(p))
+  if output is not None:
+    earlier = earlier_outputs(paths, output)
+    if earlier:
+      print(f"Not reading {len(earlier)} file(s) in {output} named like "
+            f"outputs of the other inputs ({os.path.basename(earlier[0])}"
+            f"{', ...' if len(earlier) > 1 else ''})", flush=True)
+      paths = [p for p in paths if p not in earlier]
   if not paths and not glob.has_magic(pattern):
     paths = [pattern]  # read_input names what is wrong with it
   if not paths:
@@ -118,6 +139,59 @@ def input_paths(pattern: str) -> list[str]:
   return paths
 
 
+def earlier_outputs(paths: list[str], output: str) -> list[str]:
+  """The inputs that are this tool's outputs of another input, in `output`."""
+  stems = {_stem(p) for p in paths}
+  folder = os.path.realpath(output)
+  return [p for p in paths
+          if os.path.dirname(os.path.realpath(p)) == folder
+          and any(_stem(p) == f"{stem}_{kind}" for stem in stems
+                  for kind in OUTPUT_KINDS)]
+
+
+def output_paths(path: str, output: str, kinds: list[str]) -> list[str]:
+  """Where the outputs of one input go: `<output>/<stem>_<kind><suffix>`."""
+  suffix = ".tif" if path.lower().endswith(image_io.TIFF_SUFFIXES) else ".png"
+  return [os.path.join(output, f"{_stem(path)}_{kind}{suffix}")
+          for kind in kinds]
+
+
+def check_outputs(paths: list[str], output: str, kinds: list[str],
+                  overwrite: bool) -> None:
+  """Refuses, before anything is written, an --output that is a file, an
+  output that would replace an input, and (unless `overwrite`) one that
+  would replace an existing file."""
+  if os.path.exists(output) and not os.path.isdir(output):
+    raise DataError(f"--output={output}: is a file; expected a directory "
+                    "for the masks")
+  inputs = {os.path.realpath(p): p for p in paths}
+  targets = [t for p in paths for t in output_paths(p, output, kinds)]
+  for target in targets:
+    if os.path.realpath(target) in inputs:
+      raise DataError(f"--output={output}: {os.path.basename(target)} would "
+                      f"overwrite the input {inputs[os.path.realpath(target)]}"
+                      "; choose another --output")
+  existing = [t for t in targets if os.path.lexists(t)]
+  if existing and not overwrite:
+    raise DataError(f"--output={output} already holds "
+                    f"{os.path.basename(existing[0])}"
+                    f"{f' and {len(existing) - 1} more outputs' if len(existing) > 1 else ''}"
+                    "; pass --overwrite to replace them, or choose another "
+                    "--output")
+  for target in existing:
+    if not os.path.isfile(target):
+      raise DataError(f"--output={output}: {target} is not a file; it cannot "
+                      "be replaced by a mask")
+
+
+def check_counts(tile_size: int, batch_size: int) -> None:
+  for flag, value, what in (("tile_size", tile_size, "pixels"),
+                            ("batch_size", batch_size, "tiles")):
+    if not isinstance(value, int) or value < 1:
+      raise ConfigError(f"--{flag}={value}: expected a positive number of "
+                        f"{what}")
+
+
 def read_input(path: str) -> np.ndarray:
   """[pages, H, W, C] in [0, 1]: one image, or every page of a TIFF stack."""
   if path.lower().endswith(image_io.TIFF_SUFFIXES):
@@ -128,10 +202,17 @@ def read_input(path: str) -> np.ndarray:
 def predict_files(workdir: str, pattern: str, output: str, *,
                   checkpoint: str = "best", tile_size: int = 256,
                   batch_size: int = 8, tta: bool = False,
-                  probabilities: bool = False,
-                  overlay: bool = False) -> list[str]:
-  """Segments every input; returns the paths written."""
-  paths = input_paths(pattern)
+                  probabilities: bool = False, overlay: bool = False,
+                  overwrite: bool = False) -> list[str]:
+  """Segments every input; returns the paths written.
+
+  Nothing is written until every input was read and checked and every
+  output path found free (or `overwrite`); an input is never overwritten.
+  """
+  check_counts(tile_size, batch_size)
+  paths = input_paths(pattern, output)
+  kinds = ["mask"] + ["prob"] * probabilities + ["overlay"] * overlay
+  check_outputs(paths, output, kinds, overwrite)
   channels = {path: read_input(path).shape[-1] for path in paths}
   experiment, state, _ = train.restore_workdir(workdir, checkpoint)
   model, _ = nnx.merge(experiment.graphdef, state)
@@ -166,10 +247,9 @@ def _write(path, output, pages, results, probabilities, overlay) -> list[str]:
         label2rgb(mask, page[..., 0] if page.shape[-1] == 1 else page,
                   bg_label=0, alpha=0.35, image_alpha=1.0)
         for mask, page in zip(masks, pages)])
-  suffix = ".tif" if path.lower().endswith(image_io.TIFF_SUFFIXES) else ".png"
   written = []
-  for kind, stack in pictures.items():
-    target = os.path.join(output, f"{_stem(path)}_{kind}{suffix}")
+  for (kind, stack), target in zip(
+      pictures.items(), output_paths(path, output, list(pictures))):
     picture = stack[0] if len(stack) == 1 else stack
     if kind == "mask":
       image_io.write_mask(target, picture)
@@ -184,18 +264,18 @@ def _stem(path: str) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.no_arguments(argv)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     written = predict_files(
         FLAGS.workdir, FLAGS.input, FLAGS.output, checkpoint=FLAGS.checkpoint,
         tile_size=FLAGS.tile_size, batch_size=FLAGS.batch_size, tta=FLAGS.tta,
-        probabilities=FLAGS.probabilities, overlay=FLAGS.overlay)
+        probabilities=FLAGS.probabilities, overlay=FLAGS.overlay,
+        overwrite=FLAGS.overwrite)
   print(f"Wrote {len(written)} files to {FLAGS.output}")
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-predict`); flags defined here so
   the tools, which share flag names, can be imported together."""
   flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.",
@@ -210,7 +290,9 @@ def run():
   flags.DEFINE_bool("tta", False, "Average over the 8 flips and rotations.")
   flags.DEFINE_bool("probabilities", False, "Also write probability maps.")
   flags.DEFINE_bool("overlay", False, "Also write the mask over the image.")
-  app.run(main)
+  flags.DEFINE_bool("overwrite", False, "Replace outputs that exist already "
+                    "(an input is never replaced).")
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,12 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   if hasattr(task, "prepare"):
     dataset = dataset.transformed(task.prepare)
   train = train_split(config, dataset)
+  for name in dataset.loaders:  # every split's files, before any write
+    dataset.split(name)
+  if config.batch_size > len(train):
+    raise ConfigError(f"batch_size={config.batch_size} is larger than the "
+                      f"training split ({len(train)} examples)")
+  check_best_metric(config, task)
   augment.validate(config.augment, *train.images.shape[1:3])
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
@@ -95,6 +101,27 @@ def train_split(config, dataset) -> datasets.Split:
                         f"split has only {len(split)} examples")
     split = split.take(count)
   return split
+
+
+def metric_names(config, task) -> dict[str, list[str]]:
+  """The scalars training logs under train/ and val/, without training."""
+  computed = task.metrics_class.empty().compute()
+  names = sorted(k for k, v in computed.items() if np.ndim(v) == 0)
+  extra = ["learning_rate"] + (["skipped_updates"]
+                               if config.skip_nonfinite_updates else [])
+  host = list(getattr(task, "split_score_names", ()))  # evaluations only
+  return {"train": sorted(names + extra), "val": sorted(names + host)}
+
+
+def check_best_metric(config, task) -> None:
+  """best_metric must be one the run logs, or choosing the best fails late."""
+  prefix, _, name = config.best_metric.partition("/")
+  names = metric_names(config, task)
+  if name not in names.get(prefix, []):
+    raise ConfigError(
+        f"best_metric={config.best_metric!r}: task {config.task.name!r} "
+        f"logs {', '.join(f'val/{n}' for n in names['val'])} (and the same "
+        "under train/)")
 
 
 def _check_input_shape(model, config, split: datasets.Split) -> None:
@@ -278,13 +305,16 @@ def check_health(health, names: list[str], skip_nonfinite: bool,
   """
   first = int(health["first_bad_step"])
   if first and not skip_nonfinite:
-    kept = (f"checkpoint {last_checkpoint} is kept" if last_checkpoint
-            else "no checkpoint was saved")
+    if last_checkpoint:
+      kept, where = (f"checkpoint {last_checkpoint} is kept",
+                     " and add --fresh, or use a new --workdir")
+    else:
+      kept, where = "no checkpoint was saved", " and run again"
     raise DivergenceError(
         f"training diverged at step {first}: "
         f"{names[int(health['first_bad_quantity'])]} is not finite (nan or "
         f"inf); stopped without saving, {kept} (lower "
-        "optimizer.learning_rate, or set skip_nonfinite_updates=True)")
+        f"optimizer.learning_rate, or set skip_nonfinite_updates=True{where})")
   return int(health["bad_steps"])
 
 
@@ -370,7 +400,7 @@ def restore_workdir(workdir: str,
   mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
                                best_metric=config.best_metric,
                                best_mode=config.best_mode, read_only=True)
-  with contextlib.closing(mngr):
+  with checkpointing.closing(mngr):
     step = checkpointing.resolve_step(mngr, checkpoint)
     experiment = build_experiment(config)
     state, _ = checkpointing.restore(mngr, step, experiment.state)
@@ -390,6 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   parallel.initialize_distributed()
   workdir = os.path.abspath(workdir)
   config_lib.validate(config)
+  workdir_lib.check_path(workdir)
   workdir_lib.check_config(workdir, config)  # before the lock file, too
   with workdir_lib.locked(workdir):
     workdir_lib.check_config(workdir, config)
@@ -408,7 +439,10 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
   mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
                                best_metric=config.best_metric,
                                best_mode=config.best_mode)
-  with contextlib.closing(mngr):
+  with checkpointing.closing(mngr):
+    finished = _finished(experiment, mngr, workdir)
+    if finished is not None:
+      return finished
     state, loop, meta = _restore_or_init(experiment, mngr, _loop_tree(
         empty_metrics(), jax.device_put(initial_health(), replicated)))
     train_metrics = serialization.from_state_dict(empty_metrics(),
@@ -531,6 +565,39 @@ class _StopSignals:
     self._restore()
 
 
+def _finished(experiment: Experiment, mngr, workdir: str) -> dict | None:
+  """The metrics of a run that already reached num_steps (its files left
+  alone), None for a run to start or resume; a num_steps below the
+  latest checkpoint is an error."""
+  latest = mngr.latest_step()
+  if latest is None or latest < experiment.num_steps:
+    return None
+  config = experiment.config
+  if latest > experiment.num_steps:
+    length = (f"num_steps={config.num_steps}" if config.num_steps else
+              f"num_epochs={config.num_epochs} ({experiment.num_steps} "
+              "steps)")
+    raise ConfigError(f"{length} but {workdir} has a checkpoint at step "
+                      f"{latest}: a run can only be lengthened; use a new "
+                      "--workdir for a shorter one")
+  path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+  if not os.path.exists(path):
+    return None  # the final metrics were not written: compute them
+  try:
+    with open(path) as f:
+      final = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path} is unreadable ({' '.join(str(e).split())}); "
+                      "move it away to compute it again") from e
+  if not isinstance(final, dict) or not isinstance(final.get("val"), dict):
+    raise ConfigError(f"{path} is not a metrics record; move it away to "
+                      "compute it again")
+  print(f"{workdir} already finished: its checkpoint is at step {latest} = "
+        "num_steps; nothing to do, no file changed (raise num_steps to "
+        "train on)", flush=True)
+  return final
+
+
 def _loop_tree(train_metrics, health) -> dict[str, Any]:
   """What the loop carries between steps, as a tree Orbax can save."""
   return {"train_metrics": serialization.to_state_dict(train_metrics),
@@ -580,7 +647,8 @@ def _final_metrics(experiment, steps, state, workdir, logged, train_seconds,
       "train_seconds": round(seconds_before + train_seconds, 2),
       "train_seconds_this_run": round(train_seconds, 2),
       "steps_per_second_this_run": round(
-          (experiment.num_steps - start_step) / max(train_seconds, 1e-9), 3),
+          (experiment.num_steps - start_step) / train_seconds, 3)
+          if train_seconds > 0 else None,  # no steps ran in this process
       "best_checkpoint_step": mngr.best_step(),
       "train": {k[6:]: v for k, v in logged.items() if k.startswith("train/")},
       "val": {k[4:]: v for k, v in logged.items() if k.startswith("val/")},

@@ -21,6 +21,53 @@ RESUMABLE_CHANGES = ("num_steps", "num_epochs", "log_every_steps",
                      "num_sample_images")
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
+CHECKPOINTS = "checkpoints"
+METRICS_FILE = "metrics.json"
+
+
+def check_path(workdir: str) -> None:
+  """Refuses a workdir path that cannot hold a run, before anything exists.
+
+  Names the culprit: a parent that is a file or not writable, a name too
+  long for the file system, or an existing workdir whose `.lock`,
+  `checkpoints` or `config.json` is not what a run leaves there.
+  """
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"workdir {workdir} is a file, not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f"workdir {workdir}: {existing} is a file, not a "
+                       "directory")
+  limit = os.pathconf(existing, "PC_NAME_MAX")
+  for part in os.path.relpath(path, existing).split(os.sep):
+    if len(part.encode()) > limit:
+      raise WorkdirError(f"workdir {workdir}: the name {part[:40]}... is "
+                         f"{len(part.encode())} bytes; the file system "
+                         f"allows {limit}")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise WorkdirError(f"workdir {workdir}: {existing} is not writable")
+  if existing != path:
+    return
+  expected = {LOCK_FILE: os.path.isfile, CONFIG_FILE: os.path.isfile,
+              CHECKPOINTS: os.path.isdir}
+  for name, is_right in expected.items():
+    entry = os.path.join(path, name)
+    if os.path.lexists(entry) and not is_right(entry):
+      kind = "a directory" if name == CHECKPOINTS else "a file"
+      raise WorkdirError(f"workdir {workdir}: {entry} is not {kind}; move it "
+                         "away or use another --workdir")
+
+
+def has_results(workdir: str) -> bool:
+  """Whether the workdir holds a committed checkpoint or final metrics:
+  something a run with another config would lose."""
+  checkpoints = os.path.join(workdir, CHECKPOINTS)
+  return (os.path.exists(os.path.join(workdir, METRICS_FILE))
+          or (os.path.isdir(checkpoints)
+              and any(name.isdigit() for name in os.listdir(checkpoints))))
 
 
 @contextlib.contextmanager
@@ -72,8 +119,8 @@ def conflict(workdir: str, config: ml_collections.ConfigDict) -> str | None:
             f"{', ...' if len(others) > 3 else ''})")
   blocking = {k: v for k, v in _changes(path, config).items()
               if k not in RESUMABLE_CHANGES}
-  if not blocking:
-    return None
+  if not blocking or not has_results(workdir):
+    return None  # no checkpoint, no metrics: nothing to resume or to lose
   details = "; ".join(f"{k}: {old!r} -> {new!r}"
                       for k, (old, new) in list(blocking.items())[:5])
   return f"workdir {workdir} holds a different experiment ({details})"
@@ -107,6 +154,10 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     changed = _changes(path, config)
     if not changed:
       return
+    blocking = [k for k in changed if k not in RESUMABLE_CHANGES]
+    if blocking:  # `conflict` let it through: the old run saved nothing
+      print(f"{workdir} holds no checkpoint of its earlier run; starting "
+            f"over there with changed {', '.join(blocking[:5])}", flush=True)
     logging.info("Resuming with changed %s", ", ".join(
         f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items()))
   tmp = path + ".tmp"
@@ -119,9 +170,12 @@ def _changes(path: str, config: ml_collections.ConfigDict) -> dict:
   try:
     with open(path) as f:
       old = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise WorkdirError(f"{path} is unreadable ({e}); not touching this "
-                       "workdir") from e
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise WorkdirError(f"{path} is unreadable ({_one_line(e)}); not touching "
+                       "this workdir") from e
+  if not isinstance(old, dict):
+    raise WorkdirError(f"{path} holds a JSON {type(old).__name__}, not the "
+                       "object of a saved config; not touching this workdir")
   return diff(old, json.loads(config_lib.to_json(config)))
 
 
@@ -131,3 +185,7 @@ def diff(old: dict, new: dict) -> dict[str, tuple]:
   return {k: (old_flat.get(k), new_flat.get(k))
           for k in sorted(set(old_flat) | set(new_flat))
           if old_flat.get(k) != new_flat.get(k)}
+
+
+def _one_line(error: Exception) -> str:
+  return " ".join(str(error).split())[:200]

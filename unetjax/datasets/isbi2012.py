@@ -66,7 +66,14 @@ def load_training_stack(directory: str) -> Split:
 
 def held_out_slices(count: int, val_slices, fold: int,
                     num_folds: int) -> list[int]:
-  """The validation slice indices: `val_slices`, or a contiguous k-fold."""
+  """The validation slice indices: `val_slices`, or a contiguous k-fold.
+
+  `fold` and `num_folds` are checked even when `val_slices` replaces them,
+  so an impossible fold is never accepted silently."""
+  if not 2 <= num_folds <= count or not 0 <= fold < num_folds:
+    raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: "
+                      f"expected 2 <= num_folds <= {count} and 0 <= fold < "
+                      "num_folds (or set data.val_slices)")
   if val_slices:
     bad = [i for i in val_slices if not 0 <= i < count]
     if bad or len(set(val_slices)) == count:
@@ -74,9 +81,5 @@ def held_out_slices(count: int, val_slices, fold: int,
                         f"distinct slice indices in 0..{count - 1}, leaving "
                         "some for training")
     return sorted(set(val_slices))
-  if not 2 <= num_folds <= count or not 0 <= fold < num_folds:
-    raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: "
-                      f"expected 2 <= num_folds <= {count} and 0 <= fold < "
-                      "num_folds (or set data.val_slices)")
   bounds = np.linspace(0, count, num_folds + 1).round().astype(int)
   return list(range(bounds[fold], bounds[fold + 1]))

@@ -12,11 +12,15 @@ test split is the test set. Needs the TFDS download (about 800 MB) once.
 """
 import numpy as np
 
-from unetjax.datasets import Dataset, DataInfo, Split
+from unetjax.datasets import Dataset, DataInfo, Split, tfds_images
 from unetjax.errors import ConfigError, DataError
 
 TRIMAP_NAMES = ("pet", "background", "border")
 _STORED_VALUES = (1, 2, 3)
+LOCAL_HINT = ("prepare it where there is network (tfds build NAME "
+              "--data_dir D) and set data.data_dir=D, or train on your own "
+              "files with data.name='folders', data.dir=FOLDER (images/ and "
+              "masks/)")
 
 
 def build(*, image_size: int = 128, binary: bool = False,
@@ -54,8 +58,9 @@ def load_split(tfds_split: str, image_size: int, binary: bool,
                            method="nearest")[..., 0]
     return image, tf.cast(mask, tf.int32), example["file_name"]
 
-  ds = tfds.load("oxford_iiit_pet", split=tfds_split,
-                 data_dir=data_dir or None)
+  builder = tfds.builder("oxford_iiit_pet", data_dir=data_dir or None)
+  tfds_images.prepare(builder, LOCAL_HINT)
+  ds = builder.as_dataset(split=tfds_split)
   ds = ds.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(256)
   images, masks, names = [], [], []
   for image, mask, name in ds.as_numpy_iterator():

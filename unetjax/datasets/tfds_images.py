@@ -12,6 +12,7 @@ TensorFlow Datasets is imported only when one of these sets is used.
 that folder instead, without TFDS (`unetjax.datasets.mnist_idx`).
 """
 import functools
+import socket
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def build(tfds_name: str, *, val_examples: int = 5000, data_dir: str = "",
 def read_split(builder, split: str, *, download: bool) -> Split:
   """A whole TFDS split in memory: uint8 images, int32 labels."""
   if download:
-    builder.download_and_prepare()
+    prepare(builder, LOCAL_HINTS.get(builder.name, LOCAL_HINT))
   elif not builder.is_prepared():
     raise DataError(f"TFDS dataset {builder.name!r} is not in "
                     f"{builder.data_dir}; set data.download=True or "
@@ -68,6 +69,52 @@ def read_split(builder, split: str, *, download: bool) -> Split:
   count = sum(len(batch) for batch in labels)
   return Split(np.concatenate(images), np.concatenate(labels).astype(np.int32),
                tuple(f"{split}_{i:05d}" for i in range(count)))
+
+
+# Where TFDS fetches from first; unreachable means no download can work.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+LOCAL_HINT = ("prepare it where there is network (tfds build NAME "
+              "--data_dir D) and set data.data_dir=D")
+LOCAL_HINTS = {"mnist": "run from local files with data.dir=FOLDER (the "
+                        "four MNIST IDX files), or " + LOCAL_HINT}
+
+
+def offline(timeout: float = 3.0) -> str | None:
+  """Why nothing can be downloaded (no network), or None when it can."""
+  try:
+    socket.create_connection(DOWNLOAD_HOST, timeout=timeout).close()
+  except OSError as e:
+    return (f"{DOWNLOAD_HOST[0]} is unreachable: "
+            f"{e.strerror or type(e).__name__}")
+  return None
+
+
+def prepare(builder, hint: str) -> None:
+  """Downloads and prepares a TFDS set unless prepared already; without
+  network it fails within seconds with one line, not TFDS's minutes of
+  retries."""
+  if builder.is_prepared():
+    return
+  name = builder.name
+  reason = offline() if _downloads(builder) else None
+  if reason:
+    raise DataError(f"TFDS dataset {name!r} is not in {builder.data_dir} and "
+                    f"cannot be downloaded ({reason}); "
+                    f"{hint.replace('NAME', name)}")
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # TFDS raises many kinds for a failed download
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    raise DataError(f"TFDS dataset {name!r} could not be downloaded into "
+                    f"{builder.data_dir}: {first}; "
+                    f"{hint.replace('NAME', name)}") from e
+
+
+def _downloads(builder) -> bool:
+  """Whether download_and_prepare is TFDS's own, which needs the network
+  (not a stand-in such as tfds.testing.mock_data's, which reads nothing)."""
+  method = getattr(type(builder), "download_and_prepare", None)
+  return getattr(method, "__module__", "").startswith("tensorflow_datasets.core")
 
 
 def _cut(train: Split, val_examples: int, name: str) -> tuple[Split, Split]:

@@ -172,6 +172,13 @@ class InstanceSegmentation:
     """Split-level object metrics from every image's scores."""
     return instance_metrics.split_scores(rows)
 
+  @property
+  def split_score_names(self) -> tuple[str, ...]:
+    """The names `split_scores` gives (what evaluations log under val/)."""
+    empty = np.zeros((4, 4), np.int32)
+    return tuple(sorted(self.split_scores(
+        [instance_metrics.image_scores(empty, empty)])))
+
   # --- traced: loss, pixel metrics, predictions --------------------------
 
   def inputs(self, batch):
