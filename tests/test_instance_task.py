@@ -196,3 +196,24 @@ def test_training_on_instances_logs_object_scores_and_evaluate_ranks_them(
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)["val"]["challenge_score"] == pytest.approx(
         final["val"]["challenge_score"])
+  _predict_instances_of_unseen_kaggle_folder(workdir, tmp_path)
+
+
+def _predict_instances_of_unseen_kaggle_folder(workdir, tmp_path):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from unetjax import predict  # pylint: disable=g-import-not-at-top
+  _write_kaggle_layout(tmp_path / "unseen", count=3, size=40, seed=5)
+  out = tmp_path / "objects"
+  written = predict.predict_files(
+      workdir, str(tmp_path / "unseen" / "*" / "images" / "*.png"),
+      str(out), checkpoint="latest", instances=True, overlay=True)
+  names = sorted(os.path.basename(p) for p in written)
+  assert names == sorted(f"img{n:02d}_{kind}.png" for n in range(3)
+                         for kind in ("mask", "overlay", "instances"))
+  for n in range(3):
+    ids = np.asarray(Image.open(out / f"img{n:02d}_instances.png"))
+    assert ids.shape == (40, 40) and ids.dtype == np.uint16
+    found = np.unique(ids)
+    np.testing.assert_array_equal(found, np.arange(len(found)))  # 0..n
+    overlay = np.asarray(Image.open(out / f"img{n:02d}_overlay.png"))
+    assert overlay.shape == (40, 40, 3)

@@ -198,6 +198,19 @@ def write_mask(path: str, mask: np.ndarray) -> None:
   _write(path, mask.astype(np.uint8))
 
 
+def write_instances(path: str, ids: np.ndarray) -> None:
+  """Writes instance ids (0 = background) as 16-bit PNG (or TIFF),
+  atomically; more than 65,535 objects need a TIFF (32-bit)."""
+  ids = np.asarray(ids)
+  if path.lower().endswith(TIFF_SUFFIXES) and ids.max(initial=0) > 65535:
+    _write(path, ids.astype(np.uint32))
+    return
+  if ids.max(initial=0) > 65535:
+    raise DataError(f"{path}: {int(ids.max())} objects do not fit a 16-bit "
+                    "PNG; write a TIFF")
+  _write(path, ids.astype(np.uint16))
+
+
 def write_image(path: str, image: np.ndarray) -> None:
   """Writes a float [H, W] or [H, W, C] image in [0, 1] as 8-bit."""
   image = np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)

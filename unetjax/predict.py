@@ -9,8 +9,12 @@ the image border mirrored, so an image may be far larger than the training
 crop and of any size. For `<name>.<ext>` it writes `<name>_mask.png`
 (class ids: 0 background, 1 foreground, ...), on request
 `<name>_prob.png` (foreground probability, or the winning class's, x255)
-and `<name>_overlay.png`; TIFF input gives TIFF output, a multi-page stack
-page by page. Every input is read and checked before anything is written.
+and `<name>_overlay.png`; for a run of the instance task, `--instances`
+writes `<name>_instances.png` (16-bit object ids, 0 background; the
+task's own post-processing of the prediction) and makes the overlay show
+each object in its own colour, outlined. TIFF input gives TIFF output, a
+multi-page stack page by page. Every input is read and checked before
+anything is written.
 """
 import functools
 import glob
@@ -102,7 +106,7 @@ def mask_and_probability(prediction: np.ndarray):
   return prediction.argmax(-1).astype(np.uint8), prediction.max(-1)
 
 
-OUTPUT_KINDS = ("mask", "prob", "overlay")
+OUTPUT_KINDS = ("mask", "prob", "overlay", "instances")
 
 
 def input_paths(pattern: str, output: str | None = None) -> list[str]:
@@ -203,7 +207,8 @@ def predict_files(workdir: str, pattern: str, output: str, *,
                   checkpoint: str = "best", tile_size: int = 256,
                   batch_size: int = 8, tta: bool = False,
                   probabilities: bool = False, overlay: bool = False,
-                  overwrite: bool = False) -> list[str]:
+                  overwrite: bool = False,
+                  instances: bool = False) -> list[str]:
   """Segments every input; returns the paths written.
 
   Nothing is written until every input was read and checked and every
@@ -211,7 +216,8 @@ def predict_files(workdir: str, pattern: str, output: str, *,
   """
   check_counts(tile_size, batch_size)
   paths = input_paths(pattern, output)
-  kinds = ["mask"] + ["prob"] * probabilities + ["overlay"] * overlay
+  kinds = (["mask"] + ["prob"] * probabilities + ["overlay"] * overlay
+           + ["instances"] * instances)
   check_outputs(paths, output, kinds, overwrite)
   channels = {path: read_input(path).shape[-1] for path in paths}
   experiment, state, _ = train.restore_workdir(workdir, checkpoint)
@@ -227,32 +233,55 @@ def predict_files(workdir: str, pattern: str, output: str, *,
                                           jnp.floating):
     raise ConfigError(f"task {experiment.config.task.name!r} predicts class "
                       "ids, not probabilities: drop --probabilities")
+  task = experiment.task
+  if instances and not hasattr(task, "to_instances"):
+    raise ConfigError(f"--instances: the run in {workdir} was trained with "
+                      f"task.name={experiment.config.task.name!r}, which "
+                      "finds no objects; train with task.name='instances'")
   written = []
   for path in paths:
     pages = read_input(path)
-    results = [mask_and_probability(segment(page)) for page in pages]
-    written += _write(path, output, pages, results, probabilities, overlay)
+    predictions = [segment(page) for page in pages]
+    results = [mask_and_probability(p) for p in predictions]
+    objects = ([task.to_instances(p) for p in predictions] if instances
+               else None)
+    written += _write(path, output, pages, results, probabilities, overlay,
+                      objects)
   return written
 
 
-def _write(path, output, pages, results, probabilities, overlay) -> list[str]:
-  """The mask (and probability map, overlay) of one input file."""
+def _write(path, output, pages, results, probabilities, overlay,
+           objects=None) -> list[str]:
+  """The mask (and probability map, overlay, objects) of one input file.
+
+  With `objects` (instance ids per page) the overlay shows every object in
+  its own colour, outlined, and `<stem>_instances` holds the ids (16-bit
+  PNG, or TIFF).
+  """
   masks = np.stack([mask for mask, _ in results])
   pictures = {"mask": masks}
   if probabilities:
     pictures["prob"] = np.stack([prob for _, prob in results])
-  if overlay:
+  if overlay and objects is not None:
+    from unetjax import instance_plots  # pylint: disable=g-import-not-at-top
+    pictures["overlay"] = np.stack([instance_plots.overlay(page, ids)
+                                    for ids, page in zip(objects, pages)])
+  elif overlay:
     from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
     pictures["overlay"] = np.stack([
         label2rgb(mask, page[..., 0] if page.shape[-1] == 1 else page,
                   bg_label=0, alpha=0.35, image_alpha=1.0)
         for mask, page in zip(masks, pages)])
+  if objects is not None:
+    pictures["instances"] = np.stack(objects)
   written = []
   for (kind, stack), target in zip(
       pictures.items(), output_paths(path, output, list(pictures))):
     picture = stack[0] if len(stack) == 1 else stack
     if kind == "mask":
       image_io.write_mask(target, picture)
+    elif kind == "instances":
+      image_io.write_instances(target, picture)
     else:
       image_io.write_image(target, picture)
     written.append(target)
@@ -271,7 +300,7 @@ def main(argv):
         FLAGS.workdir, FLAGS.input, FLAGS.output, checkpoint=FLAGS.checkpoint,
         tile_size=FLAGS.tile_size, batch_size=FLAGS.batch_size, tta=FLAGS.tta,
         probabilities=FLAGS.probabilities, overlay=FLAGS.overlay,
-        overwrite=FLAGS.overwrite)
+        overwrite=FLAGS.overwrite, instances=FLAGS.instances)
   print(f"Wrote {len(written)} files to {FLAGS.output}")
 
 
@@ -290,6 +319,9 @@ def run(argv: list[str] | None = None):
   flags.DEFINE_bool("tta", False, "Average over the 8 flips and rotations.")
   flags.DEFINE_bool("probabilities", False, "Also write probability maps.")
   flags.DEFINE_bool("overlay", False, "Also write the mask over the image.")
+  flags.DEFINE_bool("instances", False, "Also write the objects found "
+                    "(instance runs): <name>_instances.png, 16-bit ids, 0 = "
+                    "background; with --overlay each object in its colour.")
   flags.DEFINE_bool("overwrite", False, "Replace outputs that exist already "
                     "(an input is never replaced).")
   cli.run(main, sys.modules[__name__], argv)
