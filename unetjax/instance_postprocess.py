@@ -13,8 +13,9 @@ Conventions:
   connectivity 2 by default: in `three_class` targets the interiors of two
   objects are never even diagonal neighbours, so 8-connectivity merges no
   true objects, and it keeps a nucleus whose interior narrows to a diagonal
-  step in one piece (on 40 real DSB images it halved the fragments that
-  4-connectivity made of irregular nuclei).
+  step in one piece (on the first 40 DSB training images the round trip
+  `from_three_class(three_class(truth))` left 12 extra fragments with
+  connectivity 2, 28 with connectivity 1).
 * `min_size`: objects with fewer pixels than this are removed (set to
   background) as the last step, after any growing.
 * `from_three_class` takes class ids (0 background, 1 interior, 2 boundary,
