@@ -119,9 +119,9 @@ def test_watershed_with_given_markers_keeps_unmarked_objects():
                                    markers=markers[:5])
 
 
-DSB_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "..", "shared", "data", "dsb2018",
-                       "stage1_train")
+DSB_DIR = os.path.join(os.environ.get("UNETJAX_DSB2018_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
+    "shared", "data", "dsb2018")), "stage1_train")
 # A 256x256 fluorescence image with 101 nuclei, many of them touching.
 DSB_IMAGE = "c53326fe49fc26b7fe602b9d8c0c2da2cb157690b44c2b9351a93f8d9bd8043d"
 

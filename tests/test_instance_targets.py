@@ -170,3 +170,20 @@ def test_balanced_class_weights_and_frequencies():
       instance_targets.balanced_class_weights([0.5, 0.5, 0.0]), [1, 1, 0])
   with pytest.raises(DataError, match="0..2"):
     instance_targets.class_frequencies(classes + 1, 3)
+
+
+def test_separate_touching_clears_the_seam_and_the_weight_map_weighs_it():
+  instances = two_touching_squares()   # ids 3 (columns 2..5), 8 (6..9)
+  separated = instance_targets.separate_touching(instances)
+  expected = instances.copy()
+  expected[2:6, 6] = 0                 # the larger id's side of the seam
+  np.testing.assert_array_equal(separated, expected)
+  both = instance_targets.separate_touching(instances, symmetric=True)
+  assert (both[2:6, 5:7] == 0).all() and (both > 0).sum() == 32 - 8
+  # Pixels next to the background only are kept: a lone square is unchanged.
+  lone = np.where(instances == 3, 3, 0)
+  np.testing.assert_array_equal(instance_targets.separate_touching(lone), lone)
+  weights = instance_targets.unet_weight_map(separated, class_balance=False)
+  # A seam pixel is 1 px from each square: w = 1 + 10 exp(-(1 + 1)^2 / 50).
+  np.testing.assert_allclose(weights[2:6, 6], 1 + 10 * np.exp(-4 / 50),
+                             rtol=1e-6)

@@ -30,7 +30,8 @@ Per image (`image_scores`):
   the empty set, Dice 0) and G*(S_j) likewise. H_obj is the same sum with
   the Hausdorff distance between the pixel sets (Euclidean, pixel centres,
   in pixels), except that an object overlapping nothing is paired with the
-  object of the other set nearest to it by Hausdorff distance. Edge cases,
+  object of the other set nearest to it by Hausdorff distance (computed in
+  `instance_hausdorff`). Edge cases,
   as the GlaS code: no objects in either map gives D_obj = 1 and H_obj = 0;
   objects in only one of them give D_obj = 0 and H_obj = inf.
 * `pixel_dice`: 2 |T & P| / (|T| + |P|) of the foreground masks.
@@ -48,9 +49,9 @@ intersections and sizes.
 import dataclasses
 
 import numpy as np
-from scipy import ndimage, optimize, spatial
-from skimage import segmentation
+from scipy import optimize
 
+from unetjax import instance_hausdorff
 from unetjax.errors import ConfigError, DataError
 
 DEFAULT_THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
@@ -220,143 +221,6 @@ def object_dice(overlaps: Overlaps) -> float:
                 + side(True, overlaps.pred_sizes, overlaps.true_sizes))
 
 
-class _Objects:
-  """Pixel coordinates of each object of a dense id map, and of its rim.
-
-  The rim (pixels with an 8-neighbour outside the object) holds the pixel
-  of the object nearest to any pixel outside it, so distances to an object
-  are taken to its rim alone.
-  """
-
-  def __init__(self, dense: np.ndarray, n: int):
-    self.n = n
-    self.width = dense.shape[1]
-    self.pixels = self._group(dense, dense.ravel() > 0)
-    rim = segmentation.find_boundaries(dense, connectivity=2, mode="inner",
-                                       background=0)
-    self.rims = self._group(dense, rim.ravel())
-    self.all_rims = np.concatenate(self.rims) if n else np.zeros((0, 2))
-    self.rim_starts = np.cumsum([0] + [len(r) for r in self.rims[:-1]])
-    boxes = ndimage.find_objects(dense, max_label=n)
-    self.boxes = np.array([[b[0].start, b[0].stop - 1, b[1].start,
-                            b[1].stop - 1] for b in boxes], np.float64)
-    self._trees = {}
-
-  def _group(self, dense, selected):
-    flat = dense.ravel()
-    index = np.flatnonzero(selected)
-    index = index[np.argsort(flat[index], kind="stable")]
-    splits = np.cumsum(np.bincount(flat[index], minlength=self.n + 1))[:-1]
-    return [np.stack(np.divmod(part, self.width), axis=1).astype(np.float64)
-            for part in np.split(index, splits)[1:]]
-
-  def tree(self, k: int) -> spatial.cKDTree:
-    if k not in self._trees:
-      self._trees[k] = spatial.cKDTree(self.rims[k])
-    return self._trees[k]
-
-  def flat_index(self, k: int) -> np.ndarray:
-    pixels = self.pixels[k].astype(np.int64)
-    return pixels[:, 0] * self.width + pixels[:, 1]
-
-
-def _box_distance(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-  """Distances [len(points), len(boxes)] from points to (filled) boxes."""
-  dy = np.maximum(np.maximum(boxes[None, :, 0] - points[:, None, 0], 0),
-                  points[:, None, 0] - boxes[None, :, 1])
-  dx = np.maximum(np.maximum(boxes[None, :, 2] - points[:, None, 1], 0),
-                  points[:, None, 1] - boxes[None, :, 3])
-  return np.sqrt(dy ** 2 + dx ** 2)
-
-
-def _directed(source: _Objects, i: int, other_at: np.ndarray,
-              target: _Objects, j: int) -> float:
-  """max over pixels of source object i of the distance to target object j.
-
-  A pixel's distance to the target lies between its distance L to the
-  target's box and L + the box's diagonal, so only pixels with L + diagonal
-  >= max L can be the farthest: the others are not queried.
-  """
-  points = source.pixels[i][other_at != j + 1]
-  if not len(points):
-    return 0.0
-  if len(points) > 64:
-    box = target.boxes[j]
-    low = _box_distance(points, box[None])[:, 0]
-    diagonal = np.hypot(box[1] - box[0], box[3] - box[2])
-    points = points[low + diagonal >= low.max()]
-  return float(target.tree(j).query(points)[0].max())
-
-
-def _hausdorff_fn(true_objects, pred_objects, true_dense, pred_dense):
-  """H(true i, pred j) with a cache; i, j are 0-based object indices."""
-  cache = {}
-  pred_at = [pred_dense.ravel()[true_objects.flat_index(i)]
-             for i in range(true_objects.n)]
-  true_at = [true_dense.ravel()[pred_objects.flat_index(j)]
-             for j in range(pred_objects.n)]
-
-  def hausdorff(i: int, j: int) -> float:
-    if (i, j) not in cache:
-      cache[i, j] = max(
-          _directed(true_objects, i, pred_at[i], pred_objects, j),
-          _directed(pred_objects, j, true_at[j], true_objects, i))
-    return cache[i, j]
-
-  return hausdorff
-
-
-def _nearest(objects: _Objects, k: int, others: _Objects, distance) -> int:
-  """The object of `others` nearest to object k by Hausdorff distance.
-
-  Candidates are tried in order of a lower bound on H(k, candidate): the
-  larger of the farthest pixel of k from the candidate's bounding box and
-  the farthest pixel of the candidate from k's box (each object lies in its
-  box, and a distance to a box is convex, so the farthest pixel is a rim
-  pixel). The search stops once the bound passes the best distance found;
-  ties go to the smallest id, as the GlaS code's `min` does.
-  """
-  bound = np.maximum(
-      _box_distance(objects.rims[k], others.boxes).max(axis=0),
-      np.maximum.reduceat(
-          _box_distance(others.all_rims, objects.boxes[k:k + 1])[:, 0],
-          others.rim_starts))
-  best, best_distance = -1, np.inf
-  for candidate in np.argsort(bound, kind="stable"):
-    if bound[candidate] > best_distance:
-      break
-    d = distance(candidate)
-    if d < best_distance or (d == best_distance and candidate < best):
-      best, best_distance = candidate, d
-  return int(best)
-
-
-def object_hausdorff(overlaps: Overlaps, true_dense: np.ndarray,
-                     pred_dense: np.ndarray) -> float:
-  """GlaS object-level Hausdorff distance (module doc), in pixels."""
-  n_true, n_pred = overlaps.shape
-  if n_true == 0 and n_pred == 0:
-    return 0.0
-  if n_true == 0 or n_pred == 0:
-    return float("inf")
-  true_objects = _Objects(true_dense, n_true)
-  pred_objects = _Objects(pred_dense, n_pred)
-  hausdorff = _hausdorff_fn(true_objects, pred_objects, true_dense,
-                            pred_dense)
-  true_sizes, pred_sizes = overlaps.true_sizes, overlaps.pred_sizes
-  true_side = 0.0
-  for i, j in enumerate(overlaps.partners()[0]):
-    if j < 0:
-      j = _nearest(true_objects, i, pred_objects, lambda c: hausdorff(i, c))
-    true_side += true_sizes[i] / true_sizes.sum() * hausdorff(i, j)
-  pred_side = 0.0
-  for j, i in enumerate(overlaps.partners(transpose=True)[0]):
-    if i < 0:
-      i = _nearest(pred_objects, j, true_objects, lambda c: hausdorff(c, j))
-    pred_side += pred_sizes[j] / pred_sizes.sum() * hausdorff(i, j)
-  return 0.5 * (true_side + pred_side)
-
-
 def _check_thresholds(thresholds) -> np.ndarray:
   thresholds = np.atleast_1d(np.asarray(thresholds, np.float64))
   if (thresholds.ndim != 1 or not thresholds.size
@@ -393,7 +257,9 @@ def image_scores(true_ids: np.ndarray, pred_ids: np.ndarray,
       "mean_matched_iou": (matched_iou_sum / tp50 if tp50 else float("nan")),
       "matched_iou_sum": matched_iou_sum, "num_matched": tp50,
       "object_dice": object_dice(overlaps),
-      "object_hausdorff": object_hausdorff(overlaps, true_dense, pred_dense),
+      "object_hausdorff": instance_hausdorff.object_hausdorff(
+          true_dense, pred_dense, overlaps.partners()[0],
+          overlaps.partners(transpose=True)[0]),
       "pixel_dice": _ratio(2 * intersection, pixel_true + pixel_pred),
       "pixel_intersection": intersection,
       "pixel_true": pixel_true, "pixel_pred": pixel_pred,
