@@ -1,4 +1,4 @@
-"""Rebuilds the embedded `nuclei` subset from a 2018 DSB folder, deterministically.
+"""Rebuilds the embedded `nuclei` subset from a DSB 2018 folder, the same way.
 
     python scripts/make_nuclei_subset.py ../shared/data/dsb2018 \
         unetjax/datasets/nuclei_data

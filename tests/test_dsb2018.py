@@ -1,4 +1,4 @@
-"""The 2018 Data Science Bowl loader on small Kaggle-layout folders it writes."""
+"""The 2018 Data Science Bowl loader on small Kaggle-layout folders."""
 import os
 
 import ml_collections

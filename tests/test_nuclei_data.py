@@ -1,4 +1,4 @@
-"""The embedded `nuclei` data: shipped files, their instance maps, the package."""
+"""The embedded `nuclei` data: shipped files, instance maps, the wheel."""
 import csv
 import os
 import shutil

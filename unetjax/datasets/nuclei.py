@@ -1,4 +1,4 @@
-"""Real fluorescence nuclei shipped in the package: the default experiment's data.
+"""Real fluorescence nuclei shipped in the package (the default experiment).
 
 80 gray 256x256 images from the 2018 Data Science Bowl stage 1 training
 set (CC0; see `nuclei_data/ATTRIBUTION`), each with its instance map
