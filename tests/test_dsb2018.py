@@ -1,4 +1,4 @@
-"""The 2018 Data Science Bowl loader on small Kaggle-layout folders it writes."""
+"""The 2018 Data Science Bowl loader on small Kaggle-layout folders."""
 import os
 
 import ml_collections
@@ -14,6 +14,13 @@ from unetjax.errors import ConfigError, DataError
 DSB_DIR = os.environ.get(
     "UNETJAX_DSB2018_DIR",
     os.path.join(REPO, "..", "shared", "data", "dsb2018"))
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+  """The instance-map cache of every test here goes to its own folder."""
+  monkeypatch.setenv("UNETJAX_CACHE_DIR", str(tmp_path / "cache"))
+  return tmp_path / "cache" / "dsb2018"
 
 
 def _square(shape, y0, y1, x0, x1):
@@ -291,3 +298,52 @@ def test_real_images_give_one_instance_per_mask():
     assert image.dtype == np.uint8 and image.shape[:2] == instances.shape
     # 'later' may swallow a small earlier nucleus whole, never more than one
     assert len(masks) - 1 <= len(np.unique(instances)) - 1 <= len(masks)
+
+
+def test_cache_keeps_instance_maps_and_notices_a_changed_mask(
+    tmp_path, cache_in_tmp, monkeypatch):
+  _dataset(str(tmp_path / "data"), 5)
+  first = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
+                        test_fraction=0.2)
+  labels = {s: first.split(s).labels for s in ("train", "val", "test")}
+  assert len(os.listdir(cache_in_tmp)) == 5
+  combine = dsb2018.combine_masks
+
+  def refuse(*args):
+    raise AssertionError("read the masks although they are cached")
+  monkeypatch.setattr(dsb2018, "combine_masks", refuse)
+  again = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
+                        test_fraction=0.2)
+  for name, expected in labels.items():
+    np.testing.assert_array_equal(again.split(name).labels, expected)
+  monkeypatch.setattr(dsb2018, "combine_masks", combine)
+  mask = tmp_path / "data" / "stage1_train" / "id03" / "masks" / "m0.png"
+  Image.fromarray(np.full((12, 16), 7, np.uint8)).save(mask)
+  os.utime(mask, ns=(1, 1))  # a new mtime even on a coarse clock
+  changed = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
+                          test_fraction=0.2)
+  with pytest.raises(DataError, match=r"id03/masks/m0.png: mask values \[7\]"):
+    for name in ("train", "val", "test"):
+      changed.split(name)
+  Image.fromarray(_square((12, 16), 1, 4, 1, 5)).save(mask)
+  fixed = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
+                        test_fraction=0.2)
+  for name, expected in labels.items():
+    np.testing.assert_array_equal(fixed.split(name).labels, expected)
+  entries = sorted(os.listdir(cache_in_tmp))
+  assert len(entries) == 6  # the entry of the changed mask is a new one
+  for entry in entries:  # a damaged entry is read from the masks again
+    (cache_in_tmp / entry).write_bytes(b"damaged")
+  fresh = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
+                        test_fraction=0.2)
+  for name, expected in labels.items():
+    np.testing.assert_array_equal(fresh.split(name).labels, expected)
+  assert sum((cache_in_tmp / e).read_bytes() != b"damaged"
+             for e in entries) == 5  # rewritten: the 5 current ones
+
+
+def test_no_cache_writes_nothing(tmp_path, cache_in_tmp):
+  _dataset(str(tmp_path / "data"), 5)
+  data = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
+                       test_fraction=0.2, cache=False)
+  assert len(data.split("train")) == 3 and not cache_in_tmp.exists()

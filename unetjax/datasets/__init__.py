@@ -31,6 +31,7 @@ DATASETS = Registry("dataset", "data.name", {
     "glas": "unetjax.datasets.glas:build",
     "folders": "unetjax.datasets.folders:build",
     "dsb2018": "unetjax.datasets.dsb2018:build",
+    "nuclei": "unetjax.datasets.nuclei:build",
 })
 
 
