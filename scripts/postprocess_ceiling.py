@@ -22,7 +22,7 @@ from time_instance_maths import load_instances  # scripts/ is on sys.path
 def approaches():
   ip, it = instance_postprocess, instance_targets
   yield "components(foreground)", lambda t: ip.components(t > 0)
-  for d in (5, 7, 10, 15, 20):
+  for d in (3, 5, 7, 10, 15, 20):
     yield f"watershed(foreground, min_distance={d})", (
         lambda t, d=d: ip.watershed((t > 0).astype(np.float32),
                                     min_distance=d))

@@ -112,6 +112,8 @@ def test_watershed_with_given_markers_keeps_unmarked_objects():
   assert ids[20, 16] != ids[20, 30]
   assert instance_postprocess.watershed(
       (truth > 0).astype(np.float32), markers=markers, min_size=10).max() == 2
+  rounded = np.where(truth > 0, 1 + 1e-6, -1e-7).astype(np.float32)
+  assert instance_postprocess.watershed(rounded).max() == 3
   with pytest.raises(DataError, match=r"values in \[0, 1\]"):
     instance_postprocess.watershed(truth.astype(np.float32) * 2)
   with pytest.raises(DataError, match="markers"):

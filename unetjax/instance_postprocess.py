@@ -140,8 +140,9 @@ def watershed(foreground_prob: np.ndarray, *, threshold: float = 0.5,
   if not isinstance(min_distance, (int, np.integer)) or min_distance < 1:
     raise ConfigError(f"min_distance must be an integer >= 1, got "
                       f"{min_distance!r}")
-  if prob.size and not (np.all(np.isfinite(prob)) and prob.min() >= 0
-                        and prob.max() <= 1):
+  # A little slack for float rounding in a softmax or sigmoid; logits fail.
+  if prob.size and not (np.all(np.isfinite(prob)) and prob.min() >= -1e-3
+                        and prob.max() <= 1 + 1e-3):
     raise DataError(f"foreground probability: expected values in [0, 1], "
                     f"found {np.nanmin(prob)}..{np.nanmax(prob)} (or NaN)")
   mask = prob > threshold
