@@ -60,11 +60,9 @@ def build(*, dir: str = "", channels: int = 1,  # pylint: disable=redefined-buil
           split_seed: int = 0, overlaps: str = "error",
           train_max_side: int = 512, pad_to_multiple: int = 32,
           max_images: int = 0, cache: bool = True) -> Dataset:
-  check_options(channels, overlaps, train_max_side, pad_to_multiple)
+  check_options(channels, overlaps, train_max_side, pad_to_multiple,
+                max_images)
   examples = find_examples(dir)
-  if max_images < 0:
-    raise ConfigError(f"data.max_images={max_images}: expected >= 0 (0 = "
-                      "all)")
   splits = split_ids(sorted(examples), val_fraction, test_fraction,
                      split_seed, max_images)
   info = DataInfo(name="dsb2018", num_classes=2, in_channels=channels,
@@ -80,7 +78,7 @@ def build(*, dir: str = "", channels: int = 1,  # pylint: disable=redefined-buil
 
 
 def check_options(channels: int, overlaps: str, train_max_side: int,
-                  pad_to_multiple: int) -> None:
+                  pad_to_multiple: int, max_images: int = 0) -> None:
   if channels not in (1, 3):
     raise ConfigError(f"data.channels={channels}: expected 1 (gray) or 3 "
                       "(RGB)")
@@ -91,6 +89,9 @@ def check_options(channels: int, overlaps: str, train_max_side: int,
     raise ConfigError(f"data.train_max_side={train_max_side}: expected >= 16")
   if pad_to_multiple < 1:
     raise ConfigError(f"data.pad_to_multiple={pad_to_multiple}: expected >= 1")
+  if max_images < 0:
+    raise ConfigError(f"data.max_images={max_images}: expected >= 0 (0 = "
+                      "all)")
 
 
 def find_examples(directory: str) -> dict[str, tuple[str, list[str]]]:
