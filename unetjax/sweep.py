@@ -113,9 +113,10 @@ def load_trials(config_path: str, sweep: str,
     trials.append(Trial(trial_name(spec), path, overrides, flag_args,
                         json.loads(config_lib.to_json(config)), config))
   names = [t.name for t in trials]
-  if len(set(names)) < len(names):
+  twice = sorted(n for n in names if names.count(n) > 1)
+  if twice:
     raise ConfigError(f"sweep {sweep!r} of {config_path} has two trials "
-                      f"named {sorted(n for n in names if names.count(n) > 1)[0]!r}")
+                      f"named {twice[0]!r}")
   return trials
 
 
