@@ -155,6 +155,10 @@ def test_sweep_tabulates_survives_a_failure_and_skips_finished(tmp_path):
                     common={"optimizer.learning_rate": "0.5"})
   assert os.path.getmtime(
       root / "model.features=2" / "metrics.json") == finished
+  # --tabulate trains nothing and says what has not run.
+  listed = sweep.run_sweep(config, "demo", str(root), tabulate=True)
+  assert [r["status"] for r in listed] == ["done", "not run"]
+  assert listed[0] == good
   # Training longer resumes the same experiment: not finished any more.
   longer = sweep.plan(config, "demo", str(root), common={"num_steps": "4"})
   assert [t.finished for t in longer] == [False, False]
