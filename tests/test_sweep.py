@@ -155,6 +155,10 @@ def test_sweep_tabulates_survives_a_failure_and_skips_finished(tmp_path):
                     common={"optimizer.learning_rate": "0.5"})
   assert os.path.getmtime(
       root / "model.features=2" / "metrics.json") == finished
+  # --tabulate trains nothing and says what has not run.
+  listed = sweep.run_sweep(config, "demo", str(root), tabulate=True)
+  assert [r["status"] for r in listed] == ["done", "not run"]
+  assert listed[0] == good
   # Training longer resumes the same experiment: not finished any more.
   longer = sweep.plan(config, "demo", str(root), common={"num_steps": "4"})
   assert [t.finished for t in longer] == [False, False]
@@ -177,9 +181,10 @@ def test_columns_from_the_config_and_trials_from_another_file(tmp_path):
   assert int(table[1]["num_params"]) > int(table[0]["num_params"])
   with open(root / "other" / "config.json") as f:
     assert json.load(f)["model"]["features"] == 3
-  rows = sweep.run_sweep(config, "named", str(root / "b"),
-                         columns=["val/loss"], runner=sweep.run_in_process)
-  assert (root / "b" / "results.md").read_text().splitlines()[0] == (
+  # --columns replaces the config's; finished trials are only tabulated.
+  sweep.run_sweep(config, "named", str(root), columns=["val/loss"],
+                  runner=None)
+  assert (root / "results.md").read_text().splitlines()[0] == (
       "| trial | status | val/loss |")
 
 

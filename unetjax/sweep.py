@@ -113,9 +113,10 @@ def load_trials(config_path: str, sweep: str,
     trials.append(Trial(trial_name(spec), path, overrides, flag_args,
                         json.loads(config_lib.to_json(config)), config))
   names = [t.name for t in trials]
-  if len(set(names)) < len(names):
+  twice = sorted(n for n in names if names.count(n) > 1)
+  if twice:
     raise ConfigError(f"sweep {sweep!r} of {config_path} has two trials "
-                      f"named {sorted(n for n in names if names.count(n) > 1)[0]!r}")
+                      f"named {twice[0]!r}")
   return trials
 
 
@@ -226,13 +227,14 @@ def plan(config_path: str, sweep: str, root: str, *,
 def run_sweep(config_path: str, sweep: str, root: str, *, parallel: int = 1,
               dry_run: bool = False, common: dict[str, str] | None = None,
               columns: list[str] | None = None, lock: str = "",
-              runner=None) -> list[dict]:
+              runner=None, tabulate: bool = False) -> list[dict]:
   """Runs the unfinished trials; returns the table rows (also written).
 
   `common` overrides (flag strings) apply to every trial; `lock` names a
   file each trial holds an exclusive lock on while it trains. `runner`
   trains one Trial and returns None or its error: by default
   `unetjax.main` in a subprocess, `run_in_process` trains in this one.
+  `tabulate` trains nothing: the tables list the unfinished as not run.
   """
   if not isinstance(parallel, int) or parallel < 1:
     raise ConfigError(f"--parallel={parallel}: expected an integer >= 1")
@@ -253,6 +255,8 @@ def run_sweep(config_path: str, sweep: str, root: str, *, parallel: int = 1,
   def run_one(trial):
     if trial.finished:
       return None
+    if tabulate:
+      return sweep_report.NOT_RUN
     with _locked(lock):
       return runner(trial)
 
@@ -349,7 +353,7 @@ def main(argv):
                      parallel=FLAGS.parallel,
                      dry_run=FLAGS["dry-run"].value,
                      common=parse_set(FLAGS.set), columns=columns,
-                     lock=FLAGS.lock)
+                     lock=FLAGS.lock, tabulate=FLAGS.tabulate)
   if rows:
     failed = sum(row["status"] != "done" for row in rows)
     print(f"{len(rows)} trials, {failed} failed: "
@@ -368,6 +372,8 @@ def run():
                       required=True)
   flags.DEFINE_integer("parallel", 1, "Trials run at the same time.")
   flags.DEFINE_bool("dry-run", False, "Print the commands, run nothing.")
+  flags.DEFINE_bool("tabulate", False, "Write the tables and curves of the "
+                    "finished trials, train nothing (others: 'not run').")
   flags.DEFINE_multi_string("set", [], "key=value override for every "
                             "trial, e.g. --set num_steps=100.")
   flags.DEFINE_string("columns", "", "Comma-separated table columns, e.g. "

@@ -12,6 +12,7 @@ FIXED_COLUMNS = ("trial", "status", "num_params", "train_seconds", "step",
 SPLITS = ("train", "val", "test")
 CURVE_METRICS = ("loss", "accuracy", "dice")  # drawn when no column names one
 DEFAULT_COLUMNS = ()  # every column a row has
+NOT_RUN = "not run"  # the status of an unfinished trial under --tabulate
 
 
 def check_columns(columns, override_keys: set[str]) -> list[str]:
@@ -35,6 +36,9 @@ def row(name: str, overrides: dict, workdir: str, error: str | None) -> dict:
   """One trial's row: its overrides, status and final metrics."""
   result = {"trial": name, **overrides}
   path = os.path.join(workdir, "metrics.json")
+  if error == NOT_RUN:
+    result["status"] = NOT_RUN
+    return result
   if error or not os.path.exists(path):
     result["status"] = f"failed ({error})" if error else "failed"
     return result
