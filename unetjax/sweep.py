@@ -180,7 +180,7 @@ def main(argv):
           f"{os.path.join(FLAGS.root, 'results.md')}")
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-sweep`); flags defined here so
   the tools, which share flag names, can be imported together."""
   flags.DEFINE_string("config", None, "Config file with get_sweeps().",
@@ -192,7 +192,7 @@ def run():
   flags.DEFINE_bool("dry-run", False, "Print the commands, run nothing.")
   flags.DEFINE_multi_string("set", [], "key=value override for every "
                             "trial, e.g. --set num_steps=100.")
-  app.run(main)
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":
