@@ -621,6 +621,14 @@ CASES = [
               evaluate_with(num_examples=0), ConfigError, "--num_examples=0"),
     tool_case("evaluate num_examples -2", lambda tmp: tmp,
               evaluate_with(num_examples=-2), ConfigError, "--num_examples=-2"),
+    tool_case("evaluate config.json a list",
+              workdir_with("config.json", b"[1, 2]"),
+              lambda wd: __import__("unetjax.evaluate", fromlist=["x"])
+              .evaluate_workdir(wd), ConfigError, "JSON list"),
+    tool_case("evaluate config.json cut short",
+              workdir_with("config.json", b'{"seed": '),
+              lambda wd: __import__("unetjax.evaluate", fromlist=["x"])
+              .evaluate_workdir(wd), ConfigError, "config.json is unreadable"),
     tool_case("evaluate out is a file",
               lambda tmp: write(os.path.join(tmp, "eval"), b"x") and tmp,
               evaluate_with(), ConfigError, "is a file"),
@@ -733,7 +741,8 @@ def test_the_real_command_exits_1_with_one_line(args, culprit, tmp_path):
   assert not (tmp_path / "wd").exists()
 
 
-@pytest.mark.parametrize("tool", ["main", "evaluate", "predict", "plot"])
+@pytest.mark.parametrize("tool", ["main", "evaluate", "predict", "plot",
+                                  "sweep"])
 def test_every_tool_shows_its_flags_with_help_and_exits_0(tool):
   """As a console script runs it: the entry function, not `python -m`."""
   result = subprocess.run(
@@ -743,7 +752,7 @@ def test_every_tool_shows_its_flags_with_help_and_exits_0(tool):
   assert result.returncode == 0, result.stderr[-2000:]
   module = __import__(f"unetjax.{tool}", fromlist=["x"])
   assert result.stdout.startswith(module.__doc__.strip().splitlines()[0])
-  assert "--workdir" in result.stdout
+  assert ("--root" if tool == "sweep" else "--workdir") in result.stdout
 
 
 def test_files_without_an_image_suffix_are_ignored(tmp_path):
