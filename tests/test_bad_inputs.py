@@ -442,6 +442,10 @@ CASES = [
          lambda wd: train.train_and_evaluate(
              tiny_cells_config(**{"augment.crop_size": -2}), wd),
          ConfigError, "a crop size"),
+    Case("config:crop size the U-Net cannot take", workdir_in,
+         lambda wd: train.train_and_evaluate(
+             tiny_cells_config(**{"augment.crop_size": 10}), wd),
+         ConfigError, "augment.crop_size=10: the crop size"),
     Case("config:fold out of range with val_slices", workdir_in,
          lambda wd: __import__("unetjax.datasets.isbi2012", fromlist=["x"]
                                ).held_out_slices(30, (1, 2), 9, 6),

@@ -48,9 +48,12 @@ def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   replicated = parallel.replicated(experiment.mesh)
   metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
   health = jax.device_put(train.initial_health(), replicated)
-  for _ in range(NUM_STEPS):
-    state, metrics, health = steps.train(
-        state, metrics, health, parallel.global_batch(next(batches), sharding))
+  for step in range(NUM_STEPS):
+    batch = parallel.global_batch(next(batches), sharding)
+    if step == 0:  # as training does: compile, then wait for the others
+      train.compile_ahead(steps.train, state, metrics, health, batch)
+      parallel.sync_processes("compiled")
+    state, metrics, health = steps.train(state, metrics, health, batch)
   loss = float(metrics.compute()["loss"])
   if checkpoint_dir:
     mngr = checkpointing.manager(checkpoint_dir, keep=1,

@@ -105,9 +105,9 @@ def test_a_workdir_without_results_takes_a_corrected_config(tmp_path,
   assert "starting over there with changed optimizer.learning_rate" in (
       capsys.readouterr().out)
   with open(os.path.join(workdir, "config.json")) as f:
-    assert json.load(f)["optimizer"]["learning_rate"] == 1e-3
+    assert json.load(f)["optimizer"]["learning_rate"] == 3e-3
   os.makedirs(os.path.join(workdir, "checkpoints", "2"))
-  with pytest.raises(WorkdirError, match="optimizer.learning_rate: 0.001 -> "
+  with pytest.raises(WorkdirError, match="optimizer.learning_rate: 0.003 -> "
                      "100.0"):
     workdir_lib.check_config(workdir, tiny_cells_config(
         **{"optimizer.learning_rate": 100.0}))
