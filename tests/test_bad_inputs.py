@@ -91,15 +91,63 @@ def config_file(text):
   return setup
 
 
-def existing_workdir(config=tiny_cells_config, **overrides):
-  """A workdir (config.json and lock file) of `config` with overrides."""
+def existing_workdir(config=tiny_cells_config, trained=False, **overrides):
+  """A workdir (config.json and lock file) of `config` with overrides;
+  `trained`: with a (stand-in) committed checkpoint, so it has results."""
   def setup(tmp):
     path = workdir_in(tmp)
     os.makedirs(path)
     workdir_lib.save_config(path, config(**overrides))
     write(os.path.join(path, workdir_lib.LOCK_FILE), b"")
+    if trained:
+      os.makedirs(os.path.join(path, "checkpoints", "3"))
     return path
   return setup
+
+
+def workdir_with(name, data: bytes | None):
+  """A workdir of the tiny config whose `name` is `data` (None: a folder)."""
+  def setup(tmp):
+    path = existing_workdir()(tmp)
+    target = os.path.join(path, name)
+    if os.path.isdir(target):
+      os.rmdir(target)
+    elif os.path.exists(target):
+      os.remove(target)
+    if data is None:
+      os.makedirs(target)
+    else:
+      write(target, data)
+    return path
+  return setup
+
+
+def train_tiny(workdir):
+  return train.train_and_evaluate(tiny_cells_config(), workdir)
+
+
+def not_writable(path_of):
+  """Runs training with os.access saying `path_of(workdir)` is read-only
+  (root ignores permission bits, so the check is driven by os.access)."""
+  def act(workdir):
+    locked = path_of(workdir)
+    real_access = os.access
+    os.access = lambda p, mode: (False if p == locked and mode & os.W_OK
+                                 else real_access(p, mode))
+    try:
+      train_tiny(workdir)
+    finally:
+      os.access = real_access
+  return act
+
+
+LACKING_A_KEY = (
+    "import ml_collections\n"
+    "from configs import default\n"
+    "def get_config():\n"
+    "  config = default.get_config().to_dict()\n"
+    "  del config['keep_checkpoints']\n"
+    "  return ml_collections.ConfigDict(config)\n")
 
 
 def default_config(**overrides):
@@ -252,6 +300,95 @@ def _manager(workdir):
 _TRAINED = []  # filled by the `trained` fixture for the checkpoint setups
 
 
+# --- the tools: predict, evaluate, plot --------------------------------------
+
+
+def picture_in(tmp, name="scan.png"):
+  return write(os.path.join(tmp, "in", name), png_bytes(GRAY))
+
+
+def predict_into(output_of, **flags):
+  """predict on tmp/in/scan.png into `output_of(tmp)`, trained workdir."""
+  def act(tmp):
+    from unetjax import predict  # pylint: disable=g-import-not-at-top
+    predict.predict_files(_TRAINED[0], os.path.join(tmp, "in"),
+                          output_of(tmp), checkpoint="latest", **flags)
+  return act
+
+
+def tool_case(name, setup, act, error, culprit) -> Case:
+  return Case(f"tool:{name}", setup, act, error, culprit)
+
+
+def with_output_file(tmp):
+  picture_in(tmp)
+  write(os.path.join(tmp, "out"), b"my notes")
+  return tmp
+
+
+def with_earlier_mask(tmp):
+  picture_in(tmp)
+  write(os.path.join(tmp, "out", "scan_mask.png"), png_bytes(MASK))
+  return tmp
+
+
+def with_mask_linked_to_input(tmp):
+  """out/scan_mask.png is a link to the input itself."""
+  source = picture_in(tmp)
+  os.makedirs(os.path.join(tmp, "out"))
+  os.symlink(source, os.path.join(tmp, "out", "scan_mask.png"))
+  return tmp
+
+
+def evaluate_with(**flags):
+  def act(tmp):
+    from unetjax import evaluate  # pylint: disable=g-import-not-at-top
+    evaluate.evaluate_workdir(_TRAINED[0], checkpoint="latest",
+                              **{"out": os.path.join(tmp, "eval"), **flags})
+  return act
+
+
+def history_with(line: bytes):
+  """A workdir whose history.jsonl has `line` between two good records."""
+  def setup(tmp):
+    path = workdir_in(tmp)
+    write(os.path.join(path, "history.jsonl"),
+          b'{"step": 1, "train/loss": 0.5}\n' + line
+          + b'\n{"step": 2, "train/loss": 0.4}\n')
+    return path
+  return setup
+
+
+def plot_of(out="curves.png", steps=""):
+  def act(workdir):
+    from unetjax import plot  # pylint: disable=g-import-not-at-top
+    plot.plot_workdirs([workdir], os.path.join(os.path.dirname(workdir), out),
+                       steps=steps)
+  return act
+
+
+def mnist_offline(tmp):
+  """mnist into an empty TFDS folder with the network check saying no."""
+  from unetjax.datasets import tfds_images  # pylint: disable=g-import-not-at-top
+  real = tfds_images.offline
+  tfds_images.offline = lambda: "no network in this test"
+  try:
+    tfds_images.mnist(data_dir=os.path.join(tmp, "tfds")).split("train")
+  finally:
+    tfds_images.offline = real
+
+
+def pets_offline(tmp):
+  from unetjax.datasets import pets, tfds_images  # pylint: disable=g-import-not-at-top
+  real = tfds_images.offline
+  tfds_images.offline = lambda: "no network in this test"
+  try:
+    pets.build(image_size=16, data_dir=os.path.join(tmp, "tfds")).split(
+        "train")
+  finally:
+    tfds_images.offline = real
+
+
 CASES = [
     # Config values: impossible, unknown, or of the wrong kind.
     train_config(batch_size=0),
@@ -286,6 +423,33 @@ CASES = [
     train_config(**{"augment.crop_size": 64}),
     train_config(**{"model.depth": 0}),
     train_config(**{"model.dropout": 1.5}),
+    # Values that used to train silently.
+    train_config(**{"optimizer.learning_rate": float("inf")}),
+    train_config(**{"optimizer.learning_rate": float("nan")}),
+    train_config(**{"optimizer.b1": 1.0}),
+    train_config(**{"optimizer.b1": -0.1}),
+    train_config(**{"optimizer.b2": 1.5}),
+    train_config(**{"optimizer.eps": 0.0}),
+    train_config(**{"optimizer.name": "sgd", "optimizer.momentum": 1.0}),
+    train_config(**{"optimizer.weight_decay": float("inf")}),
+    train_config(**{"schedule.warmup_steps": -1}),
+    train_config(num_sample_images=-1),
+    train_config(seed="zero"),
+    train_config(batch_size=12),  # the tiny training split has 8
+    train_config(best_metric="val/dcie"),
+    train_config(best_metric="train/dcie"),
+    Case("config:crop size", workdir_in,
+         lambda wd: train.train_and_evaluate(
+             tiny_cells_config(**{"augment.crop_size": -2}), wd),
+         ConfigError, "a crop size"),
+    Case("config:crop size the U-Net cannot take", workdir_in,
+         lambda wd: train.train_and_evaluate(
+             tiny_cells_config(**{"augment.crop_size": 10}), wd),
+         ConfigError, "augment.crop_size=10: the crop size"),
+    Case("config:fold out of range with val_slices", workdir_in,
+         lambda wd: __import__("unetjax.datasets.isbi2012", fromlist=["x"]
+                               ).held_out_slices(30, (1, 2), 9, 6),
+         ConfigError, "data.fold=9"),
     # The command line.
     cli_case("unknown key", workdir_in, lambda wd: [
         "--config", DEFAULT_CONFIG, "--workdir", wd, "--config.colour=1"],
@@ -327,6 +491,15 @@ CASES = [
         "  return config\n"),
              lambda path: ["--config", path, "--workdir", path + ".wd"],
              "num_steps"),
+    cli_case("config file lacking a key", config_file(LACKING_A_KEY),
+             lambda path: ["--config", path, "--workdir", path + ".wd"],
+             "'keep_checkpoints'"),
+    cli_case("misspelt section", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.modle.features=8"], "--config.modle.features"),
+    cli_case("key under a value", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.model.features.x=1"], "--config.model.features.x"),
     cli_case("missing data dir", workdir_in, lambda wd: [
         "--config", ISBI_CONFIG, "--workdir", wd,
         "--config.data.dir=/no/such/folder"], "/no/such/folder"),
@@ -334,8 +507,18 @@ CASES = [
              lambda tmp: write(os.path.join(tmp, "wd"), b"x"),
              lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
              "is a file"),
+    cli_case("workdir inside a file",
+             lambda tmp: os.path.join(write(os.path.join(tmp, "notes"), b"x"),
+                                      "wd"),
+             lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
+             "notes is a file"),
+    cli_case("workdir name too long",
+             lambda tmp: os.path.join(tmp, "w" * 300),
+             lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
+             "the file system allows"),
     cli_case("workdir of another experiment",
-             existing_workdir(default_config, **{"model.features": 8}),
+             existing_workdir(default_config, trained=True,
+                              **{"model.features": 8}),
              lambda wd: ["--config", DEFAULT_CONFIG, "--workdir", wd],
              "model.features: 8 -> 16"),
     cli_case("directory that is not a workdir",
@@ -402,6 +585,86 @@ CASES = [
     Case("checkpoint:none", existing_workdir(),
          lambda wd: checkpointing.resolve_step(_manager(wd), "latest"),
          CheckpointError, "no checkpoint"),
+    Case("workdir:parent not writable", workdir_in,
+         not_writable(os.path.dirname), WorkdirError, "is not writable"),
+    Case("workdir:not writable", existing_workdir(),
+         not_writable(lambda wd: wd), WorkdirError, "is not writable"),
+    Case("workdir:.lock is a folder", workdir_with(".lock", None),
+         train_tiny, WorkdirError, ".lock is not a file"),
+    Case("workdir:checkpoints is a file", workdir_with("checkpoints", b"x"),
+         train_tiny, WorkdirError, "checkpoints is not a directory"),
+    Case("workdir:config.json is a list", workdir_with("config.json", b"[1]"),
+         train_tiny, WorkdirError, "JSON list"),
+    Case("workdir:config.json not UTF-8",
+         workdir_with("config.json", b"\xff\xfe{"), train_tiny, WorkdirError,
+         "config.json is unreadable"),
+    Case("workdir:finished run made shorter", copy_trained,
+         lambda wd: train.train_and_evaluate(
+             tiny_cells_config(num_steps=1, eval_every_steps=2), wd),
+         ConfigError, "num_steps=1"),
+    # The tools' flags and files.
+    tool_case("predict batch_size 0", with_output_file,
+              predict_into(lambda tmp: os.path.join(tmp, "o"), batch_size=0),
+              ConfigError, "--batch_size=0"),
+    tool_case("predict tile_size -8", with_output_file,
+              predict_into(lambda tmp: os.path.join(tmp, "o"), tile_size=-8),
+              ConfigError, "--tile_size=-8"),
+    tool_case("predict output is a file", with_output_file,
+              predict_into(lambda tmp: os.path.join(tmp, "out")), DataError,
+              "is a file"),
+    tool_case("predict output exists", with_earlier_mask,
+              predict_into(lambda tmp: os.path.join(tmp, "out")), DataError,
+              "--overwrite"),
+    tool_case("predict output is the input", with_mask_linked_to_input,
+              predict_into(lambda tmp: os.path.join(tmp, "out"),
+                           overwrite=True), DataError, "overwrite the input"),
+    tool_case("predict folder without pictures",
+              lambda tmp: write(os.path.join(tmp, "in", "notes.txt"), b"x")
+              and tmp, predict_into(lambda tmp: os.path.join(tmp, "o")),
+              DataError, "without image files"),
+    tool_case("evaluate num_examples 0", lambda tmp: tmp,
+              evaluate_with(num_examples=0), ConfigError, "--num_examples=0"),
+    tool_case("evaluate num_examples -2", lambda tmp: tmp,
+              evaluate_with(num_examples=-2), ConfigError, "--num_examples=-2"),
+    tool_case("evaluate config.json a list",
+              workdir_with("config.json", b"[1, 2]"),
+              lambda wd: __import__("unetjax.evaluate", fromlist=["x"])
+              .evaluate_workdir(wd), ConfigError, "JSON list"),
+    tool_case("evaluate config.json cut short",
+              workdir_with("config.json", b'{"seed": '),
+              lambda wd: __import__("unetjax.evaluate", fromlist=["x"])
+              .evaluate_workdir(wd), ConfigError, "config.json is unreadable"),
+    tool_case("evaluate out is a file",
+              lambda tmp: write(os.path.join(tmp, "eval"), b"x") and tmp,
+              evaluate_with(), ConfigError, "is a file"),
+    tool_case("plot line not an object", history_with(b"[1, 2]"),
+              plot_of(), WorkdirError, "line 2 holds a JSON list"),
+    tool_case("plot line without step", history_with(b'{"train/loss": 1}'),
+              plot_of(), WorkdirError, "line 2 has no 'step'"),
+    tool_case("plot line not JSON", history_with(b"{oops"),
+              plot_of(), WorkdirError, "line 2 is not JSON"),
+    tool_case("plot value not a number",
+              history_with(b'{"step": 3, "train/loss": "low"}'),
+              plot_of(), WorkdirError, "train/loss='low'"),
+    tool_case("plot history not UTF-8", history_with(b"\xff\xfe"),
+              plot_of(), WorkdirError, "not UTF-8"),
+    tool_case("plot reversed steps", history_with(b""),
+              plot_of(steps="500:100"), ConfigError, "--steps='500:100'"),
+    tool_case("plot negative steps", history_with(b""),
+              plot_of(steps="-5:"), ConfigError, "--steps='-5:'"),
+    tool_case("plot out not a picture", history_with(b""),
+              plot_of(out="curves.txt"), ConfigError, "txt is not a picture"),
+    tool_case("plot out without suffix", history_with(b""),
+              plot_of(out="curves"), ConfigError, "no extension"),
+    tool_case("plot out is a folder",
+              lambda tmp: os.makedirs(os.path.join(tmp, "pics"))
+              or history_with(b"")(tmp), plot_of(out="pics"), ConfigError,
+              "is a directory"),
+    # Downloads without network.
+    Case("download:mnist offline", lambda tmp: tmp, mnist_offline, DataError,
+         "data.dir"),
+    Case("download:pets offline", lambda tmp: tmp, pets_offline, DataError,
+         "data.name='folders'"),
     Case("workdir:in use", existing_workdir(), lambda wd: _while_locked(
         wd, lambda: train.train_and_evaluate(tiny_cells_config(), wd)),
          WorkdirError, "in use"),
@@ -434,8 +697,9 @@ def snapshot(directory) -> dict[str, tuple]:
 
 def test_the_battery_is_big_enough():
   kinds = {case.name.split(":")[0] for case in CASES}
-  assert len(CASES) >= 40 and kinds == {"config", "cli", "data", "file",
-                                        "checkpoint", "workdir"}
+  assert len(CASES) >= 110 and kinds == {
+      "config", "cli", "data", "file", "checkpoint", "workdir", "tool",
+      "download"}
   assert len({case.name for case in CASES}) == len(CASES)
 
 
@@ -480,6 +744,20 @@ def test_the_real_command_exits_1_with_one_line(args, culprit, tmp_path):
             if line.startswith("error:")]
   assert len(errors) == 1 and culprit in errors[0], result.stderr
   assert not (tmp_path / "wd").exists()
+
+
+@pytest.mark.parametrize("tool", ["main", "evaluate", "predict", "plot",
+                                  "sweep"])
+def test_every_tool_shows_its_flags_with_help_and_exits_0(tool):
+  """As a console script runs it: the entry function, not `python -m`."""
+  result = subprocess.run(
+      [sys.executable, "-c", f"from unetjax.{tool} import run; run()",
+       "--help"], cwd=REPO, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  module = __import__(f"unetjax.{tool}", fromlist=["x"])
+  assert result.stdout.startswith(module.__doc__.strip().splitlines()[0])
+  assert ("--root" if tool == "sweep" else "--workdir") in result.stdout
 
 
 def test_files_without_an_image_suffix_are_ignored(tmp_path):

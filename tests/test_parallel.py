@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -19,6 +20,9 @@ from unetjax import checkpointing, input_pipeline, parallel, train
 from unetjax.errors import ConfigError
 
 NUM_STEPS = 3
+# One child alone takes about a minute on 2 busy cores; a hung distributed
+# run is stopped long before pytest's or CI's own limits.
+CHILD_TIMEOUT = 420
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 _RUN_HERE = ("import sys; sys.path.insert(0, {tests!r}); import test_parallel;"
              " test_parallel.write_run({out!r}, {ckpt!r})")
@@ -44,9 +48,12 @@ def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   replicated = parallel.replicated(experiment.mesh)
   metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
   health = jax.device_put(train.initial_health(), replicated)
-  for _ in range(NUM_STEPS):
-    state, metrics, health = steps.train(
-        state, metrics, health, parallel.global_batch(next(batches), sharding))
+  for step in range(NUM_STEPS):
+    batch = parallel.global_batch(next(batches), sharding)
+    if step == 0:  # as training does: compile, then wait for the others
+      train.compile_ahead(steps.train, state, metrics, health, batch)
+      parallel.sync_processes("compiled")
+    state, metrics, health = steps.train(state, metrics, health, batch)
   loss = float(metrics.compute()["loss"])
   if checkpoint_dir:
     mngr = checkpointing.manager(checkpoint_dir, keep=1,
@@ -78,14 +85,76 @@ def run_subprocesses(out: str, envs: list[dict[str, str]],
                      checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   code = _RUN_HERE.format(tests=os.path.dirname(__file__), out=out,
                           ckpt=checkpoint_dir)
-  procs = [subprocess.Popen([sys.executable, "-c", code],
-                            env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for env in envs]
-  for proc in procs:
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output[-3000:]
+  run_children([code] * len(envs), envs, out)
   return dict(np.load(out))
+
+
+def run_children(codes: list[str], envs: list[dict[str, str]], logs: str,
+                 timeout: float = CHILD_TIMEOUT) -> None:
+  """Runs `python -c code` per env; all must exit 0 within `timeout` s.
+
+  The children of one distributed run wait for each other, so when one
+  fails the others would wait for it until their own timeouts: as soon as
+  one exits non-zero, or the time is up, the rest are killed, and the
+  failure reports every child's output (written to files `logs`.N.log, so
+  a killed child's output is kept and no full pipe can block a child).
+  """
+  procs, paths = [], []
+  for i, (code, env) in enumerate(zip(codes, envs)):
+    paths.append(f"{logs}.{i}.log")
+    with open(paths[-1], "w") as f:
+      procs.append(subprocess.Popen([sys.executable, "-c", code],
+                                    env={**os.environ, **env}, stdout=f,
+                                    stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + timeout
+  while (any(p.poll() is None for p in procs)
+         and not any(p.returncode for p in procs)
+         and time.monotonic() < deadline):
+    time.sleep(0.2)
+  killed = [i for i, p in enumerate(procs) if p.poll() is None]
+  for i in killed:
+    procs[i].kill()
+    procs[i].wait()
+  failed = [i for i, p in enumerate(procs) if p.returncode and i not in killed]
+  if not killed and not failed:
+    return
+  reports = []
+  for i, (proc, path) in enumerate(zip(procs, paths)):
+    with open(path) as f:
+      text = f.read()
+    state = "killed" if i in killed else f"exit {proc.returncode}"
+    reports.append(f"--- child {i} ({state}) ---\n{text[-3000:]}")
+  why = (f"child {failed[0]} failed" if failed else
+         f"children {killed} still running after {timeout:.0f} s")
+  pytest.fail(f"{why}; output of every child:\n" + "\n".join(reports),
+              pytrace=False)
+
+
+def test_a_failing_child_stops_its_peers_and_both_outputs_are_reported(
+    tmp_path):
+  logs = str(tmp_path / "run")
+  codes = [  # child 0 fails once child 1 is up and waiting for it
+      "import sys, time\n"
+      f"while 'waits' not in open({logs + '.1.log'!r}).read():\n"
+      "  time.sleep(0.05)\n"
+      "print('child 0 broke', flush=True)\nsys.exit(3)",
+      "import time; print('child 1 waits', flush=True); time.sleep(600)"]
+  with pytest.raises(pytest.fail.Exception) as failure:
+    run_children(codes, [{}, {}], logs)
+  report = str(failure.value)
+  assert report.startswith("child 0 failed")
+  assert "--- child 0 (exit 3) ---\nchild 0 broke" in report
+  assert "--- child 1 (killed) ---\nchild 1 waits" in report
+
+
+def test_children_past_the_time_limit_are_killed_and_reported(tmp_path):
+  codes = ["import time; time.sleep(600)"] * 2
+  with pytest.raises(pytest.fail.Exception) as failure:
+    run_children(codes, [{}, {}], str(tmp_path / "run"), timeout=1)
+  report = str(failure.value)
+  assert report.startswith("children [0, 1] still running after 1 s")
+  assert "--- child 0 (killed) ---" in report
+  assert "--- child 1 (killed) ---" in report
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Overlap-tile prediction: equals one whole-image pass; the CLI on files."""
+import functools
 import os
 import shutil
 
@@ -90,3 +91,31 @@ def test_bad_inputs_fail_before_anything_is_written(trained_workdir,
   with pytest.raises(CheckpointError, match="no checkpoint"):
     predict.predict_files(str(untrained), str(good), str(out))
   assert not out.exists()
+
+
+def test_outputs_never_replace_a_file_unless_asked_nor_become_inputs(
+    trained_workdir, tmp_path, capsys):
+  """--output is the input folder: the first run adds masks, the second is
+  refused, --overwrite replaces only the masks and never reads them."""
+  folder = tmp_path / "scans"
+  folder.mkdir()
+  for name in ("a", "b"):
+    Image.fromarray(np.full((9, 11), 128, np.uint8)).save(folder / f"{name}.png")
+  (folder / "notes.txt").write_text("not a picture")
+  run = functools.partial(predict.predict_files, trained_workdir, str(folder),
+                          str(folder), checkpoint="latest", tile_size=16)
+  assert sorted(os.path.basename(p) for p in run()) == ["a_mask.png",
+                                                        "b_mask.png"]
+  stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+  with pytest.raises(DataError, match="already holds a_mask.png and 1 more "
+                     "outputs; pass --overwrite"):
+    run()
+  assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+  capsys.readouterr()
+  assert sorted(os.path.basename(p) for p in run(overwrite=True)) == [
+      "a_mask.png", "b_mask.png"]  # not a_mask_mask.png
+  assert "Not reading 2 file(s)" in capsys.readouterr().out
+  assert sorted(p.name for p in folder.iterdir()) == [
+      "a.png", "a_mask.png", "b.png", "b_mask.png", "notes.txt"]
+  for name in ("a.png", "b.png", "notes.txt"):
+    assert (folder / name).stat().st_mtime_ns == stamps[name]

@@ -4,12 +4,13 @@ None of these trains: the checks run before anything is built or written.
 """
 import json
 import os
+import shutil
 
 import pytest
 
 from tests.conftest import tiny_cells_config
 from unetjax import train, workdir as workdir_lib
-from unetjax.errors import WorkdirError
+from unetjax.errors import ConfigError, WorkdirError
 
 
 def _snapshot(directory):
@@ -24,7 +25,8 @@ def _snapshot(directory):
 
 
 def _workdir_of(config, path):
-  os.makedirs(path)
+  """A workdir of `config` with results (a stand-in committed checkpoint)."""
+  os.makedirs(os.path.join(path, "checkpoints", "3"))
   workdir_lib.save_config(str(path), config)
   return str(path)
 
@@ -86,3 +88,54 @@ def test_fresh_picks_a_new_sibling_then_resumes_there(tmp_path):
   assert workdir_lib.fresh_sibling(workdir, wider) == sibling
   assert workdir_lib.fresh_sibling(
       workdir, tiny_cells_config(**{"model.features": 2})) == f"{workdir}-3"
+
+
+def test_a_workdir_without_results_takes_a_corrected_config(tmp_path,
+                                                            capsys):
+  """A run that diverged (or was killed) before its first checkpoint
+  leaves nothing to resume or lose: the corrected command may start there.
+  Once a checkpoint exists, another config is refused."""
+  workdir = str(tmp_path / "wd")
+  os.makedirs(os.path.join(workdir, "checkpoints"))
+  workdir_lib.save_config(workdir, tiny_cells_config(
+      **{"optimizer.learning_rate": 100.0}))
+  corrected = tiny_cells_config()
+  workdir_lib.check_config(workdir, corrected)
+  workdir_lib.save_config(workdir, corrected)
+  assert "starting over there with changed optimizer.learning_rate" in (
+      capsys.readouterr().out)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["optimizer"]["learning_rate"] == 3e-3
+  os.makedirs(os.path.join(workdir, "checkpoints", "2"))
+  with pytest.raises(WorkdirError, match="optimizer.learning_rate: 0.003 -> "
+                     "100.0"):
+    workdir_lib.check_config(workdir, tiny_cells_config(
+        **{"optimizer.learning_rate": 100.0}))
+
+
+def test_a_finished_run_says_so_and_changes_no_file(trained_workdir,
+                                                    tmp_path, capsys):
+  workdir = str(tmp_path / "wd")
+  shutil.copytree(trained_workdir, workdir)
+  before = _stamps(workdir)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    recorded = json.load(f)
+  capsys.readouterr()
+  assert train.train_and_evaluate(tiny_cells_config(), workdir) == recorded
+  assert "already finished" in capsys.readouterr().out
+  with pytest.raises(ConfigError, match="num_steps=3 but .* has a "
+                     "checkpoint at step 6"):
+    train.train_and_evaluate(tiny_cells_config(num_steps=3), workdir)
+  assert _stamps(workdir) == before
+
+
+def _stamps(directory):
+  """{path: (bytes, mtime)} of every file but the lock, which runs re-take."""
+  found = {}
+  for root, _, names in os.walk(directory):
+    for name in names:
+      if name != workdir_lib.LOCK_FILE:
+        path = os.path.join(root, name)
+        with open(path, "rb") as f:
+          found[path] = (f.read(), os.stat(path).st_mtime_ns)
+  return found

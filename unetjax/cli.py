@@ -1,6 +1,7 @@
 """What every command-line entry point does with help and with an error the
 user can fix."""
 import contextlib
+import os
 import sys
 import types
 from typing import Callable
@@ -37,7 +38,11 @@ def run(main: Callable, module: types.ModuleType,
   argv = list(sys.argv if argv is None else argv)
   asked = [arg.split("=")[0] for arg in argv[1:]]
   if any(arg in HELP + HELP_FULL for arg in asked):
-    print_help(module, full=any(arg in HELP_FULL for arg in asked))
+    try:
+      print_help(module, full=any(arg in HELP_FULL for arg in asked))
+      sys.stdout.flush()
+    except BrokenPipeError:  # `--help | head`
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0)
   app.run(main, argv=argv, flags_parser=flags_parser or parse_flags)
 

@@ -211,8 +211,16 @@ def load_saved(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise ConfigError(f"{path} does not exist: is {workdir!r} a workdir?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path} is unreadable: {' '.join(str(e).split())}"
+                      ) from e
+  if not isinstance(saved, dict):
+    raise ConfigError(f"{path} holds a JSON {type(saved).__name__}, not the "
+                      "object of a saved config")
+  return ml_collections.ConfigDict(saved)
 
 
 def flat_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

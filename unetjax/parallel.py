@@ -4,6 +4,7 @@ The batch is sharded along a 1-D mesh axis and the train state replicated;
 XLA inserts the gradient all-reduce (and the cross-device BatchNorm
 statistics), so 1 CPU, 8 GPUs or several hosts run the same jitted step.
 """
+import itertools
 import os
 
 import jax
@@ -32,6 +33,29 @@ def initialize_distributed() -> None:
       and not jax.distributed.is_initialized()):
     jax.distributed.initialize(num_processes=_env_int("JAX_NUM_PROCESSES"),
                                process_id=_env_int("JAX_PROCESS_ID"))
+
+
+# How long a process waits for the others at `sync_processes`.
+BARRIER_TIMEOUT_S = 900
+_barrier_numbers = itertools.count()
+
+
+def sync_processes(name: str) -> None:
+  """Waits until every process has got here; nothing with one process.
+
+  Call it before a collective that processes reach after unequal work
+  (building the data and model, compiling): XLA's CPU collectives (Gloo)
+  give a late peer only 30 s, then fail ("Gloo context initialization
+  failed: DEADLINE_EXCEEDED ... 30s") and leave the others waiting for
+  ever. This barrier is the coordination service's (not a collective),
+  through Orbax's helper, and waits up to BARRIER_TIMEOUT_S.
+  """
+  if jax.process_count() == 1:
+    return
+  from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+  multihost.sync_global_processes(
+      f"unetjax_{name}_{next(_barrier_numbers)}", timeout=BARRIER_TIMEOUT_S,
+      processes=set(range(jax.process_count())))
 
 
 def _env_int(name: str) -> int | None:

@@ -362,7 +362,7 @@ def main(argv):
       sys.exit(1)
 
 
-def run():
+def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-sweep`); flags defined here so
   the tools, which share flag names, can be imported together."""
   flags.DEFINE_string("config", None, "Config file with get_sweeps().",
@@ -381,7 +381,7 @@ def run():
                       "sweep's own from get_sweep_columns(), else all).")
   flags.DEFINE_string("lock", "", "A file each trial holds an exclusive "
                       "lock on while it trains (heavy jobs one at a time).")
-  app.run(main)
+  cli.run(main, sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

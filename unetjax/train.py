@@ -85,6 +85,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                             wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   mesh = parallel.make_mesh()
+  parallel.sync_processes("built")  # the first collective comes next
   state = jax.device_put(state, parallel.replicated(mesh))
   return Experiment(config, dataset, task, graphdef, state, mesh,
                     models.count_params(model), models.summary(model),
@@ -126,10 +127,18 @@ def check_best_metric(config, task) -> None:
 
 def _check_input_shape(model, config, split: datasets.Split) -> None:
   height, width = split.images.shape[1:3]
-  if config.augment.crop_size:
-    height = width = config.augment.crop_size
-  if hasattr(model, "check_input"):
+  if not hasattr(model, "check_input"):
+    return
+  crop = config.augment.crop_size
+  if not crop:
     model.check_input(height, width)
+    return
+  try:
+    model.check_input(crop, crop)
+  except ConfigError as e:  # the model calls it an image size
+    reason = str(e).split(": ", 1)[-1]
+    raise ConfigError(f"augment.crop_size={crop}: the crop size does not fit "
+                      f"model {config.model.name!r}: {reason}") from None
 
 
 # --- the jitted functions --------------------------------------------------
@@ -490,6 +499,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
           batch = parallel.global_batch(next(batches), sharding)
           if step == start_step + 1:
             compile_ahead(steps.train, state, train_metrics, health, batch)
+            parallel.sync_processes("compiled")  # before its all-reduce
           state, train_metrics, health = steps.train(
               state, train_metrics, health, batch)
         report(step)
