@@ -1,6 +1,7 @@
 """How well each post-processing recovers nuclei from a *perfect* prediction.
 
-    PYTHONPATH=. python scripts/postprocess_ceiling.py [--dir ../shared/data/dsb2018] [--first 0] [--count 60]
+    PYTHONPATH=. python scripts/postprocess_ceiling.py [--dir DIR] [--first 0]
+        [--count 60]
 
 Takes the true instance maps of DSB training images (sorted ids
 first..first+count-1), turns each into what a perfect model of each

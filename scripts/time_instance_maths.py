@@ -1,6 +1,6 @@
 """Times the host-side instance maths on real 2018 Data Science Bowl images.
 
-    PYTHONPATH=. python scripts/time_instance_maths.py [--dir ../shared/data/dsb2018] [IDS]
+    PYTHONPATH=. python scripts/time_instance_maths.py [--dir D] [--naive] [IDS]
 
 For each image (by default the 520x696 and the 1024x1024 fluorescence image
 with the most nuclei) it combines the per-nucleus masks into one instance

@@ -1,4 +1,4 @@
-"""Instance metrics against values computed by hand and a brute-force reference."""
+"""Instance metrics against hand-computed values and a brute-force reference."""
 import numpy as np
 import pytest
 from scipy import optimize

@@ -23,7 +23,7 @@ Per image (`image_scores`):
   IoU of the pairs matched at 0.5 (NaN when none is).
 * `object_dice` and `object_hausdorff` as the GlaS challenge defines them
   (Sirinukunwattana et al. 2017, and its evaluation code):
-      D_obj = 1/2 [ sum_i g_i Dice(G_i, S*(G_i)) + sum_j s_j Dice(G*(S_j), S_j) ]
+      D_obj = 1/2 [sum_i g_i Dice(G_i, S*(G_i)) + sum_j s_j Dice(G*(S_j), S_j)]
   with g_i = |G_i| / sum_k |G_k| and s_j = |S_j| / sum_k |S_k| (size
   weights over the true objects G and the predicted objects S), S*(G_i) the
   predicted object overlapping G_i the most (ties: the smallest id; none:
