@@ -58,6 +58,7 @@ _APPROACHES = {
                           "task.class_weights": ()},
     "binary_watershed": {"task.target": "binary",
                          "task.objects": "watershed",
+                         "task.watershed_min_distance": 10,
                          "task.class_weights": ()},
     "three_class_components": {"task.target": "three_class",
                                "task.objects": "components"},

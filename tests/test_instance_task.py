@@ -63,10 +63,15 @@ def test_weight_map_target_carries_its_weights_and_binary_labels():
                               sigma=5.0)
   ids = _touching_squares()[None]
   split = task.prepare(_split(ids), "train")
-  np.testing.assert_array_equal(split.labels, (ids > 0).astype(np.int32))
+  expected = (ids > 0).astype(np.int32)
+  expected[0, 2:8, 8] = 0  # a seam where square 2 touches square 1
+  np.testing.assert_array_equal(split.labels, expected)
   weights = split.maps["weight"][0]
-  # background just between two objects weighs more than far background
-  assert weights[10, 14] > weights[19, 0] > 0
+  # the seam's background, between two objects 1 px apart, weighs about
+  # w_c + w0 exp(-(1 + 1)^2 / 50); far background only w_c
+  assert weights[4, 8] > weights[10, 14] > weights[19, 0] > 0
+  assert weights[4, 8] - weights[19, 0] == pytest.approx(
+      10 * np.exp(-4 / 50), rel=1e-3)
 
 
 def test_padded_examples_get_targets_from_their_true_size_only():

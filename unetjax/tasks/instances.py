@@ -5,9 +5,11 @@ each object its own id). Before training, each split's ids become this
 task's targets once per image on the host (`prepare`), chosen by `target`:
 
   binary       foreground (1) against background (0), sigmoid + BCE;
-  weight_map   the same, each pixel's BCE weighted by the U-Net paper's
+  weight_map   the same, with a one-pixel seam of background put between
+               touching objects (as in the paper's annotations), and each
+               pixel's BCE weighted by the U-Net paper's
                w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), which
-               makes the thin background between touching objects count;
+               makes that thin background between objects count;
   three_class  background / interior / boundary (boundary from the ids),
                softmax + class-weighted cross-entropy, so objects are
                separated by a predicted boundary.
@@ -110,14 +112,19 @@ class InstanceSegmentation:
       for i, (h, w) in enumerate(sizes):
         labels[i, :h, :w] = instance_targets.three_class(
             ids[i, :h, :w], boundary_width=self.boundary_width)
-    else:
+    elif self.target == "binary":
       labels = (ids > 0).astype(np.int32)
     maps = dict(split.maps)
     if self.target == "weight_map":
+      # As in the paper's annotations, touching objects get a seam of
+      # background between them: the pixels the border term weighs.
+      labels = np.zeros(ids.shape, np.int32)
       weights = np.zeros(ids.shape, np.float32)
       for i, (h, w) in enumerate(sizes):
+        separated = instance_targets.separate_touching(ids[i, :h, :w])
+        labels[i, :h, :w] = separated > 0
         weights[i, :h, :w] = instance_targets.unet_weight_map(
-            ids[i, :h, :w], w0=self.w0, sigma=self.sigma)
+            separated, w0=self.w0, sigma=self.sigma)
       maps["weight"] = weights
     if name != "train":
       maps["instances"] = ids.astype(np.int32)
