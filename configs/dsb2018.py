@@ -33,7 +33,7 @@ def get_config():
                      overlaps="later", train_max_side=512)
   config.task = dict(name="instances", target="three_class",
                      objects="components", class_weights=(1.0, 1.0, 3.0),
-                     min_size=8)
+                     min_size=8, watershed_min_distance=10)
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 2e-3
   config.schedule.name = "cosine"
@@ -58,7 +58,6 @@ _APPROACHES = {
                           "task.class_weights": ()},
     "binary_watershed": {"task.target": "binary",
                          "task.objects": "watershed",
-                         "task.watershed_min_distance": 10,
                          "task.class_weights": ()},
     "three_class_components": {"task.target": "three_class",
                                "task.objects": "components"},

@@ -58,7 +58,7 @@ class InstanceSegmentation:
                sigma: float = 5.0, class_weights: tuple[float, ...] = (),
                boundary_width: int = 1, min_size: int = 0,
                threshold: float = 0.5, dice_weight: float = 0.0,
-               watershed_min_distance: int = 3):
+               watershed_min_distance: int = 10):
     if not getattr(info, "instances", False):
       raise ConfigError(
           f"task.name='instances' needs instance labels; data.name="
