@@ -1,5 +1,6 @@
 """The embedded `nuclei` data: shipped files, instance maps, the wheel."""
 import csv
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -53,6 +54,13 @@ def test_split_options_work_as_for_dsb2018():
     nuclei.build(val_fraction=0)
 
 
+def _setuptools_major() -> int:
+  try:
+    return int(importlib.metadata.version("setuptools").split(".")[0])
+  except (importlib.metadata.PackageNotFoundError, ValueError):
+    return 0
+
+
 def test_package_data_is_small_attributed_and_in_the_wheel(tmp_path):
   files = [os.path.join(root, name) for root, _, names in os.walk(DATA)
            for name in names]
@@ -62,6 +70,8 @@ def test_package_data_is_small_attributed_and_in_the_wheel(tmp_path):
   assert "CC0" in attribution and "Caicedo" in attribution
   assert all(image_id in attribution for image_id in manifest)
   assert len(files) == 2 * len(manifest) + 3  # + manifest, README, ATTRIBUTION
+  if _setuptools_major() < 77:  # pyproject's build requirement, offline
+    pytest.skip("building the wheel offline needs setuptools >= 77 here")
   source = tmp_path / "src"
   source.mkdir()
   for name in ("pyproject.toml", "README.md"):
