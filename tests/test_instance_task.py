@@ -152,11 +152,12 @@ def _write_kaggle_layout(root, count=8, size=32, seed=0):
 
 
 def test_training_on_instances_logs_object_scores_and_evaluate_ranks_them(
-    tmp_path):
+    tmp_path, monkeypatch):
   import csv  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
   from unetjax import evaluate, history, train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("UNETJAX_CACHE_DIR", str(tmp_path / "cache"))
   _write_kaggle_layout(tmp_path / "data")
   config = dsb2018.get_config()
   config.data.dir = str(tmp_path / "data")
