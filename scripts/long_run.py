@@ -42,8 +42,8 @@ def sample_memory(samples: list, every_s: float, deadline: float,
 
 
 def config(num_steps: int):
-  from configs import default  # pylint: disable=g-import-not-at-top
-  cfg = default.get_config()
+  from configs import cells  # pylint: disable=g-import-not-at-top
+  cfg = cells.get_config()
   cfg.model.depth, cfg.model.features = 2, 8
   cfg.data.image_size, cfg.data.num_train, cfg.data.num_val = 32, 256, 32
   cfg.batch_size, cfg.eval_batch_size = 8, 32

@@ -1,13 +1,13 @@
 """Otsu-threshold Dice on a binary segmentation config's split.
 
-  python scripts/otsu_baseline.py --config configs/default.py --split val
+  python scripts/otsu_baseline.py --config configs/cells.py --split val
 """
 from absl import app, flags
 from ml_collections import config_flags
 
 from unetjax import baselines, datasets
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/cells.py",
                                           "Experiment config.")
 _SPLIT = flags.DEFINE_string("split", "val", "Split to score.")
 

@@ -18,8 +18,8 @@ ISBI_DIR = os.environ.get(
 
 def tiny_cells_config(**overrides):
   """The default experiment shrunk to 16x16 images and a depth-2 U-Net."""
-  from configs import default  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
+  from configs import cells  # pylint: disable=g-import-not-at-top
+  config = cells.get_config()
   config.model.depth = 2
   config.model.features = 4
   config.data.image_size = 16

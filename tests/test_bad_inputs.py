@@ -68,7 +68,7 @@ def cli(*args: str):
     sys.argv = argv
 
 
-DEFAULT_CONFIG = os.path.join(REPO, "configs", "default.py")
+DEFAULT_CONFIG = os.path.join(REPO, "configs", "cells.py")
 ISBI_CONFIG = os.path.join(REPO, "configs", "isbi2012.py")
 
 
@@ -143,16 +143,16 @@ def not_writable(path_of):
 
 LACKING_A_KEY = (
     "import ml_collections\n"
-    "from configs import default\n"
+    "from configs import cells\n"
     "def get_config():\n"
-    "  config = default.get_config().to_dict()\n"
+    "  config = cells.get_config().to_dict()\n"
     "  del config['keep_checkpoints']\n"
     "  return ml_collections.ConfigDict(config)\n")
 
 
 def default_config(**overrides):
-  from configs import default  # pylint: disable=g-import-not-at-top
-  config = default.get_config()
+  from configs import cells  # pylint: disable=g-import-not-at-top
+  config = cells.get_config()
   for key, value in overrides.items():
     section, leaf = key.split(".")
     config[section][leaf] = value
@@ -484,9 +484,9 @@ CASES = [
              lambda path: ["--config", path, "--workdir", path + ".wd"],
              "experiment.py"),
     cli_case("config file with a wrong type", config_file(
-        "from configs import default\n"
+        "from configs import cells\n"
         "def get_config():\n"
-        "  config = default.get_config()\n"
+        "  config = cells.get_config()\n"
         "  config.num_steps = 'many'\n"
         "  return config\n"),
              lambda path: ["--config", path, "--workdir", path + ".wd"],

@@ -35,10 +35,10 @@ def _config(**overrides):
 
 
 def _cli_overrides(config) -> list[str]:
-  """--config.KEY=VALUE flags turning configs/default.py into `config`."""
-  from configs import default  # pylint: disable=g-import-not-at-top
+  """--config.KEY=VALUE flags turning configs/cells.py into `config`."""
+  from configs import cells  # pylint: disable=g-import-not-at-top
   from unetjax import config as config_lib  # pylint: disable=g-import-not-at-top
-  base = config_lib.flat_items(default.get_config().to_dict())
+  base = config_lib.flat_items(cells.get_config().to_dict())
   wanted = config_lib.flat_items(config.to_dict())
   return [f"--config.{k}={v}" for k, v in wanted.items() if base[k] != v]
 
@@ -102,7 +102,7 @@ def test_a_different_seed_gives_a_different_run(reference, tmp_path):
 def _start(workdir: str, point: str) -> subprocess.Popen:
   """The CLI on `workdir`, to stop at `point` (see `_install`)."""
   argv = [sys.executable, os.path.abspath(__file__), point,
-          "--config", os.path.join(REPO, "configs", "default.py"),
+          "--config", os.path.join(REPO, "configs", "cells.py"),
           "--workdir", workdir] + _cli_overrides(_config())
   log = open(os.path.join(os.path.dirname(workdir), f"{point}.log"), "w")
   return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,

@@ -83,7 +83,7 @@ def test_cli_trains_and_rejects_an_unknown_override(tmp_path):
       "batch_size=4", "eval_batch_size=4", "num_steps=2",
       "eval_every_steps=2", "log_every_steps=1", "num_sample_images=1")]
   command = [sys.executable, "-m", "unetjax.main", "--config",
-             "configs/default.py", "--workdir", str(tmp_path / "wd")]
+             "configs/cells.py", "--workdir", str(tmp_path / "wd")]
   ok = subprocess.run(command + overrides, cwd=REPO, capture_output=True,
                       text=True, timeout=300)
   assert ok.returncode == 0, ok.stderr[-2000:]
