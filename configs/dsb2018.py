@@ -41,7 +41,7 @@ def get_config():
   config.augment.flip = True
   config.augment.rot90 = True
   config.batch_size = 8
-  config.eval_batch_size = 4
+  config.eval_batch_size = 2  # whole images up to 1040x1388: memory
   config.num_steps = 1600
   config.log_every_steps = 50
   config.eval_every_steps = 400

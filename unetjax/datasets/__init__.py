@@ -129,10 +129,13 @@ class Dataset:
     """The same data with `transform(split, split_name)` applied to each
     split once, after its labels were checked: how a task turns a dataset's
     labels (instance ids, say) into its own targets."""
-    source = self
-    return Dataset(self.info, {
-        name: functools.partial(lambda n: transform(source.split(n), n), name)
-        for name in self.loaders}, checked=False)
+    def load(name):  # checked, transformed, and only the result is kept
+      split = self.loaders[name]()
+      if self.checked:
+        check_labels(split, self.info, name)
+      return transform(split, name)
+    return Dataset(self.info, {name: functools.partial(load, name)
+                               for name in self.loaders}, checked=False)
 
 
 def check_labels(split: Split, info: DataInfo, split_name: str) -> None:

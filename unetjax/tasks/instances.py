@@ -127,7 +127,7 @@ class InstanceSegmentation:
             separated, w0=self.w0, sigma=self.sigma)
       maps["weight"] = weights
     if name != "train":
-      maps["instances"] = ids.astype(np.int32)
+      maps["instances"] = np.asarray(ids, np.int32)  # no copy
     return Split(split.images, labels, split.ids, split.sizes, maps)
 
   def to_instances(self, prediction: np.ndarray) -> np.ndarray:
