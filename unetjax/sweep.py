@@ -355,9 +355,12 @@ def main(argv):
                      common=parse_set(FLAGS.set), columns=columns,
                      lock=FLAGS.lock, tabulate=FLAGS.tabulate)
   if rows:
-    failed = sum(row["status"] != "done" for row in rows)
-    print(f"{len(rows)} trials, {failed} failed: "
-          f"{os.path.join(FLAGS.root, 'results.md')}")
+    statuses = [row["status"] for row in rows]
+    not_run = statuses.count(sweep_report.NOT_RUN)
+    failed = len(rows) - statuses.count("done") - not_run
+    print(f"{len(rows)} trials, {failed} failed"
+          + (f", {not_run} not run" if not_run else "")
+          + f": {os.path.join(FLAGS.root, 'results.md')}")
     if failed:
       sys.exit(1)
 
