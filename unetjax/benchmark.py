@@ -665,6 +665,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--layers", action="store_true",
                       help="time the U-Net's 3x3 convolutions level by "
                            "level instead of the train step")
+  parser.add_argument("--predict", action="store_true",
+                      help="overlap-tile inference next to MONAI "
+                           "(unetjax/predict_benchmark.py; --config "
+                           "defaults to isbi2012 there)")
+  from unetjax import predict_benchmark  # pylint: disable=g-import-not-at-top
+  predict_benchmark.add_arguments(parser)
   parser.add_argument("--worker", choices=("jax", "torch", "jax-layers",
                                            "torch-layers"),
                       help=argparse.SUPPRESS)
@@ -688,6 +694,12 @@ def main(argv: list[str] | None = None) -> None:
     run = (layer_benchmark.run_jax if args.worker == "jax-layers"
            else layer_benchmark.run_torch)
     print(json.dumps(run(json.loads(args.spec), args.steps)))
+    return
+  if args.predict:
+    from unetjax import predict_benchmark  # pylint: disable=g-import-not-at-top
+    if args.frameworks == "jax,torch":
+      args.frameworks = "jax,monai"
+    predict_benchmark.main(args)
     return
   with_torch = "torch" in args.frameworks.split(",")
   if with_torch and not torch_available():
