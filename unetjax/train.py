@@ -409,6 +409,9 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
             compile_ahead(steps.train, state, train_metrics, health, batch)
           state, train_metrics, health = steps.train(
               state, train_metrics, health, batch)
+        if step == start_step + 1:  # a mark for `benchmark --startup`
+          jax.block_until_ready(health)
+          logging.info("First train step done.")
         report(step)
         last = step == experiment.num_steps
         if step % config.log_every_steps == 0 or last:
