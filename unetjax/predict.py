@@ -16,6 +16,7 @@ import collections
 import functools
 import glob
 import os
+import time
 from typing import Iterable, Iterator
 
 import jax
@@ -60,6 +61,7 @@ class Segmenter:
     self._forward = jax.jit(functools.partial(
         _forward_tta if tta else _forward, graphdef))
     self._compiled = {}  # tile batch shape -> executable
+    self.compile_seconds = 0.0
     self.prediction = jax.eval_shape(task.predict, jax.ShapeDtypeStruct(
         (1, 8, 8, task.num_outputs), jnp.float32))
     if self.prediction.ndim not in (3, 4):
@@ -75,8 +77,10 @@ class Segmenter:
     garbage collector paused (`train.compile_ahead`)."""
     key = tiles.shape
     if key not in self._compiled:
+      started = time.perf_counter()
       self._compiled[key] = train.compile_ahead(self._forward, self._state,
                                                 tiles)
+      self.compile_seconds += time.perf_counter() - started
     return self._compiled[key](self._state, tiles)
 
   def plan(self, length: int) -> tiling.AxisPlan:

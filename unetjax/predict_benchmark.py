@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from unetjax import benchmark
+from unetjax import benchmark, compilation_cache
 
 CASES = {"stack": (30, 512, 512), "image": (1, 4096, 4096)}
 TILE, OVERLAP, BATCH = 256, 0.25, 8
@@ -74,10 +74,14 @@ def megapixels(path: str) -> float:
   return pages * height * width / 1e6
 
 
+_LAUNCHED = "UNETJAX_BENCHMARK_LAUNCHED"  # time.time() when the driver
+                                          # started this process
+
+
 def _process_seconds() -> float:
-  """Seconds since this process started (its creation time)."""
-  import psutil  # pylint: disable=g-import-not-at-top
-  return time.time() - psutil.Process().create_time()
+  """Seconds since the driver launched this process (0 if not launched
+  by it)."""
+  return time.time() - float(os.environ.get(_LAUNCHED, time.time()))
 
 
 # --- the JAX worker ----------------------------------------------------------
@@ -115,6 +119,7 @@ def run_jax(config_name: str, path: str, output: str,
               startup_s=start_s, predict_s=seconds,
               megapixels_per_s=megapixels(path) / seconds,
               compiles=len(segment._compiled),  # pylint: disable=protected-access
+              compile_s=segment.compile_seconds,
               process_s=_process_seconds(),
               peak_rss_bytes=benchmark.peak_rss_bytes(),
               device_peak_bytes=_device_peak(jax))
@@ -293,8 +298,12 @@ def _calibrate_batchnorm(model) -> None:
 def _worker(args: list[str]) -> dict[str, Any]:
   started = time.perf_counter()
   load = os.getloadavg()[0]
+  # No persistent compilation cache: every JAX run compiles cold.
+  env = dict(os.environ, **{_LAUNCHED: repr(time.time()),
+                            compilation_cache.OPT_OUT_VARIABLE: "0"})
   done = subprocess.run([sys.executable, "-m", "unetjax.predict_benchmark",
-                         *args], capture_output=True, text=True, check=False)
+                         *args], capture_output=True, text=True, check=False,
+                        env=env)
   if done.returncode:
     tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
     return dict(error=tail)
@@ -327,7 +336,8 @@ def run(config_name: str, cases: list[str], *, repeats: int, tta: bool,
               summary=summarize(runs))
 
 
-_KEYS = ("megapixels_per_s", "predict_s", "startup_s", "process_s",
+_KEYS = ("megapixels_per_s", "predict_s", "compile_s", "startup_s",
+         "process_s",
          "wall_s", "peak_rss_bytes")
 
 
