@@ -35,13 +35,13 @@ def config_path(name: str) -> str:
   return path
 
 
-def timed_lines(command: list[str], env: dict[str, str]
+def timed_lines(command: list[str], env: dict[str, str], cwd: str | None = None
                 ) -> tuple[list[tuple[float, str]], float, int]:
   """(seconds since start, line) of all output, the exit time, the code."""
   started = time.perf_counter()
   process = subprocess.Popen(command, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, bufsize=1,
-                             env=env)
+                             env=env, cwd=cwd)
   lines = [(time.perf_counter() - started, line.rstrip("\n"))
            for line in process.stdout]
   code = process.wait()
