@@ -156,3 +156,22 @@ def test_a_stack_is_read_and_written_page_by_page(tmp_path, monkeypatch):
   np.testing.assert_array_equal(masks, np.stack(
       [(e > 0.5).astype(np.uint8) for e in expected]))
   assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]
+
+
+def test_cli_shows_no_orbax_info_or_read_only_lines(trained_workdir,
+                                                    tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "a.png")
+  done = subprocess.run(
+      [sys.executable, "-m", "unetjax.predict", "--workdir", trained_workdir,
+       "--checkpoint", "latest", "--input", str(tmp_path / "a.png"),
+       "--output", str(tmp_path / "out"), "--tile_size", "16"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "Wrote 1 files" in done.stdout
+  orbax = [line for line in done.stderr.splitlines() if any(
+      name in line for name in ("checkpoint_manager.py", "checkpointer.py",
+                                "checkpoint_handler.py"))]
+  assert not orbax, orbax[:3]

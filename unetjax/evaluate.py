@@ -132,6 +132,7 @@ def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.quiet_library_logs(read_only=True)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,

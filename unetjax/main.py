@@ -6,7 +6,6 @@ reported in one line, without a traceback, and exit 1. SIGTERM or SIGINT
 save a checkpoint and exit 128 + the signal number; re-running the same
 command resumes.
 """
-import logging as std_logging
 import os
 import sys
 
@@ -14,6 +13,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from unetjax import config as config_lib
+from unetjax import cli
 from unetjax.cli import fail
 from unetjax.errors import TrainingStopped, UnetjaxError
 
@@ -27,13 +27,6 @@ flags.DEFINE_bool(
     "the first of WORKDIR-2, WORKDIR-3, ... that is new or holds this one "
     "(so the same command resumes there). Nothing is deleted.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def quiet_library_logs() -> None:
-  """Keeps Orbax's per-save INFO lines out of the training log."""
-  logging.get_absl_handler().addFilter(
-      lambda record: "orbax" not in record.pathname
-      or record.levelno >= std_logging.WARNING)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -97,7 +90,7 @@ def main(argv):
   if len(argv) > 1:
     fail(f"unexpected arguments: {' '.join(argv[1:])} (options are "
          "--config, --workdir, --fresh and --config.KEY=VALUE)")
-  quiet_library_logs()
+  cli.quiet_library_logs()
   config = load_config()
   from unetjax import train, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)

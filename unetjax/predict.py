@@ -300,6 +300,7 @@ def _stem(path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.quiet_library_logs(read_only=True)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     written = predict_files(
