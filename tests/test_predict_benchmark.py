@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import benchmark, predict, predict_benchmark as pb
+from unetjax import benchmark, monai_worker as mw, predict
+from unetjax import predict_benchmark as pb
 from unetjax.datasets import DataInfo
 from unetjax.models.unet import UNet
 from unetjax.tasks.segmentation import BinarySegmentation
@@ -50,9 +51,9 @@ def test_inputs_have_the_cases_shapes(tmp_path):
 def test_ported_weights_give_the_torch_twin_the_same_logits():
   torch = pytest.importorskip("torch")
   model = _model()
-  spec = pb.torch_spec(model, TASK)
-  twin = pb._torch_model(torch, spec, pb.torch_state_dict(model))  # pylint: disable=protected-access
-  assert set(pb.torch_state_dict(model)) == set(twin.state_dict()) - {
+  spec = mw.torch_spec(model, TASK)
+  twin = mw.torch_model(torch, spec, mw.torch_state_dict(model))
+  assert set(mw.torch_state_dict(model)) == set(twin.state_dict()) - {
       k for k in twin.state_dict() if k.endswith("num_batches_tracked")}
   image = np.random.default_rng(0).random((2, 32, 32, 1), np.float32)
   ours = np.asarray(model(image))
@@ -65,13 +66,13 @@ def test_monai_and_unetjax_blend_alike_where_their_tiles_coincide():
   pytest.importorskip("monai")
   import torch  # pylint: disable=g-import-not-at-top
   model = _model()
-  twin = pb._torch_model(torch, pb.torch_spec(model, TASK),  # pylint: disable=protected-access
-                         pb.torch_state_dict(model))
+  twin = mw.torch_model(torch, mw.torch_spec(model, TASK),
+                         mw.torch_state_dict(model))
   # 448 = 256 + 192: tiles at 0 and 192 on both axes, in both.
   image = np.random.default_rng(1).random((448, 448, 1), np.float32)
   segment = predict.Segmenter(model, TASK, 1, tile_size=256, batch_size=8)
   assert segment.plan(448).starts == (0, 192)
-  theirs = pb.monai_infer(torch, twin, image, tta=False, blend="hann")
+  theirs = mw.monai_infer(torch, twin, image, tta=False, blend="hann")
   np.testing.assert_allclose(segment.logits(image), theirs, atol=1e-4)
 
 
@@ -80,4 +81,4 @@ def test_the_isbi_model_has_the_issues_parameter_count():
   from unetjax import models  # pylint: disable=g-import-not-at-top
   model, task = pb.build_model("isbi2012")
   assert models.count_params(model) == 2_738_186
-  assert pb.torch_spec(model, task)["features"] == 19
+  assert mw.torch_spec(model, task)["features"] == 19

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from unetjax import benchmark, compilation_cache
+from unetjax import benchmark, compilation_cache, monai_worker
+from unetjax.monai_worker import BATCH, TILE  # both sides' settings
 
 CASES = {"stack": (30, 512, 512), "image": (1, 4096, 4096)}
-TILE, OVERLAP, BATCH = 256, 0.25, 8
 
 
 def write_inputs(directory: str, case: str, pages: int = 0,
@@ -95,8 +95,10 @@ def build_model(config_name: str, seed: int = 0):
   config = benchmark.load_config(config_name)
   info = DataInfo(config_name, 2, 1, ("background", "foreground"))
   task = tasks.build(config, info)
-  model = models.build(config, in_channels=1, num_outputs=task.num_outputs,
-                       rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  from unetjax import train  # pylint: disable=g-import-not-at-top
+  model = nnx.merge(*train.initialize(lambda: models.build(
+      config, in_channels=1, num_outputs=task.num_outputs,
+      rngs=nnx.Rngs(params=seed, dropout=seed + 1))))
   model.eval()
   return model, task
 
@@ -130,128 +132,6 @@ def _device_peak(jax) -> int | None:
   return stats.get("peak_bytes_in_use")
 
 
-# --- the MONAI worker --------------------------------------------------------
-
-
-def torch_spec(model, task) -> dict[str, Any]:
-  """The torch twin's spec for an unetjax UNet (SAME padding, BatchNorm)."""
-  return dict(depth=model.depth, features=int(model.down[0].convs[0].out_features),
-              batchnorm=bool(len(model.down[0].norms)), bn_momentum=0.9,
-              in_channels=1, num_outputs=task.num_outputs)
-
-
-def torch_state_dict(model) -> dict[str, np.ndarray]:
-  """The NNX UNet's weights under the torch twin's names and layouts:
-  conv kernels HWIO -> OIHW, the 2x2 up-sampling [2, 2, in, out] ->
-  ConvTranspose2d's [in, out, 2, 2] (no flip: `layers.upsample_2x2`
-  writes input pixel (h, w) times kernel[i, j] to output (2h+i, 2w+j),
-  as ConvTranspose2d does), the 1x1 head's [in, out] -> [out, in, 1, 1]."""
-  weights = {}
-
-  def block(prefix, nnx_block):
-    step = 3 if len(nnx_block.norms) else 2  # conv, [bn], relu
-    for i, conv in enumerate(nnx_block.convs):
-      weights[f"{prefix}.{step * i}.weight"] = np.asarray(
-          conv.kernel[...]).transpose(3, 2, 0, 1)
-      if conv.bias is not None:
-        weights[f"{prefix}.{step * i}.bias"] = np.asarray(conv.bias[...])
-    for i, norm in enumerate(nnx_block.norms):
-      for ours, theirs in (("scale", "weight"), ("bias", "bias"),
-                           ("mean", "running_mean"), ("var", "running_var")):
-        weights[f"{prefix}.{step * i + 1}.{theirs}"] = np.asarray(
-            getattr(norm, ours)[...])
-
-  for i, down in enumerate(model.down):
-    block(f"down.{i}", down)
-  block("bottleneck", model.bottleneck)
-  for i, (up, decode) in enumerate(zip(model.up, model.decode)):
-    weights[f"up.{i}.weight"] = np.asarray(
-        up.layer.kernel[...]).transpose(2, 3, 0, 1)
-    weights[f"up.{i}.bias"] = np.asarray(up.layer.bias[...])
-    block(f"decode.{i}", decode)
-  weights["head.weight"] = np.asarray(
-      model.head.kernel[...]).T[:, :, None, None]
-  weights["head.bias"] = np.asarray(model.head.bias[...])
-  return weights
-
-
-def monai_infer(torch, model, image: np.ndarray, *, tta: bool,
-                blend: str) -> np.ndarray:
-  """Logits [H, W, outputs] of `image` [H, W, C] by MONAI's sliding window."""
-  from monai.inferers import sliding_window_inference  # pylint: disable=g-import-not-at-top
-  from unetjax import tiling  # pylint: disable=g-import-not-at-top
-
-  def predictor(tiles):
-    if not tta:
-      return model(tiles)
-    total = 0
-    for turns in range(4):
-      for flip in (False, True):
-        view = torch.rot90(tiles, turns, dims=(2, 3))
-        view = torch.flip(view, dims=(3,)) if flip else view
-        out = model(view)
-        out = torch.flip(out, dims=(3,)) if flip else out
-        total = total + torch.rot90(out, -turns, dims=(2, 3))
-    return total / 8
-
-  hann = torch.from_numpy(np.outer(tiling.window(TILE),
-                                   tiling.window(TILE)).astype(np.float32))
-  x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
-  with torch.no_grad():
-    out = sliding_window_inference(
-        x, TILE, BATCH, predictor, overlap=OVERLAP,
-        mode="gaussian" if blend == "gaussian" else "constant",
-        roi_weight_map=None if blend == "gaussian" else hann)
-  return out[0].numpy().transpose(1, 2, 0)
-
-
-def _torch_model(torch, spec, weights=None):
-  model = benchmark._torch_unet(torch, spec)  # pylint: disable=protected-access
-  if weights is not None:
-    model.load_state_dict({k: torch.from_numpy(np.array(v))
-                           for k, v in weights.items()}, strict=False)
-  return model.eval()
-
-
-def run_monai(spec: dict[str, Any], path: str, output: str, tta: bool,
-              blend: str) -> dict[str, Any]:
-  """A user's MONAI script on one input: read, infer page by page, write.
-
-  `import monai` imports TensorFlow when it is installed (as it is next to
-  unetjax), about 5 s and 0.5 GiB; it is kept out here, so the figures are
-  MONAI's best, as in an environment without TensorFlow."""
-  sys.modules.setdefault("tensorflow", None)  # import monai: no TF
-  import tifffile  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  import monai  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  torch.manual_seed(0)
-  model = _torch_model(torch, spec)
-  ready = time.perf_counter()
-  start_s = _process_seconds()
-  os.makedirs(output, exist_ok=True)
-  stem = os.path.splitext(os.path.basename(path))[0]
-  if path.endswith(".tif"):
-    pages = tifffile.imread(path)
-    masks = np.stack([
-        (monai_infer(torch, model, page[..., None].astype(np.float32) / 255,
-                     tta=tta, blend=blend)[..., 0] > 0).astype(np.uint8)
-        for page in pages])
-    tifffile.imwrite(os.path.join(output, f"{stem}_mask.tif"), masks)
-  else:
-    image = np.asarray(Image.open(path), np.float32)[..., None] / 255
-    mask = (monai_infer(torch, model, image, tta=tta,
-                        blend=blend)[..., 0] > 0).astype(np.uint8)
-    Image.fromarray(mask).save(os.path.join(output, f"{stem}_mask.png"))
-  seconds = time.perf_counter() - ready
-  return dict(framework="monai", torch_version=torch.__version__,
-              monai_version=monai.__version__,
-              torch_threads=torch.get_num_threads(), startup_s=start_s,
-              predict_s=seconds, megapixels_per_s=megapixels(path) / seconds,
-              process_s=_process_seconds(),
-              peak_rss_bytes=benchmark.peak_rss_bytes())
-
-
 # --- agreement of the blending maths -----------------------------------------
 
 
@@ -262,7 +142,8 @@ def agreement(config_name: str, directory: str) -> dict[str, Any]:
   parallel.initialize_distributed()
   model, task = build_model(config_name)
   _calibrate_batchnorm(model)
-  twin = _torch_model(torch, torch_spec(model, task), torch_state_dict(model))
+  twin = monai_worker.torch_model(torch, monai_worker.torch_spec(model, task),
+                                  monai_worker.torch_state_dict(model))
   segment = predict.Segmenter(model, task, 1, tile_size=TILE,
                               batch_size=BATCH)
   rng = np.random.default_rng(1)
@@ -270,7 +151,8 @@ def agreement(config_name: str, directory: str) -> dict[str, Any]:
   for size in (1024, 512):
     image = rng.random((size, size, 1), np.float32)
     ours = segment.logits(image)
-    theirs = monai_infer(torch, twin, image, tta=False, blend="hann")
+    theirs = monai_worker.monai_infer(torch, twin, image, tta=False,
+                                      blend="hann")
     scale = float(np.abs(theirs).max())
     diff = np.abs(ours - theirs)
     result[f"{size}"] = dict(
@@ -318,7 +200,7 @@ def run(config_name: str, cases: list[str], *, repeats: int, tta: bool,
         size: int = 0) -> dict[str, Any]:
   """Alternating fresh-process runs of both sides on each case."""
   model, task = build_model(config_name)
-  spec = torch_spec(model, task)
+  spec = monai_worker.torch_spec(model, task)
   runs = {}
   with tempfile.TemporaryDirectory() as tmp:
     for case in cases:
@@ -441,8 +323,8 @@ def _worker_main(argv: list[str]) -> None:
   if args.worker == "jax":
     result = run_jax(args.config, args.input, args.output, args.tta)
   else:
-    result = run_monai(json.loads(args.spec), args.input, args.output,
-                       args.tta, args.blend)
+    result = monai_worker.run_monai(json.loads(args.spec), args.input,
+                                    args.output, args.tta, args.blend)
   print(json.dumps(result))
 
 
