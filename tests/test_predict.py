@@ -9,7 +9,7 @@ import tifffile
 from flax import nnx
 from PIL import Image
 
-from unetjax import predict
+from unetjax import image_io, predict, tiling
 from unetjax.datasets import DataInfo
 from unetjax.errors import CheckpointError, DataError
 from unetjax.models.unet import UNet
@@ -119,3 +119,96 @@ def test_outputs_never_replace_a_file_unless_asked_nor_become_inputs(
       "a.png", "a_mask.png", "b.png", "b_mask.png", "notes.txt"]
   for name in ("a.png", "b.png", "notes.txt"):
     assert (folder / name).stat().st_mtime_ns == stamps[name]
+
+
+@pytest.mark.parametrize("padding,shape", [("SAME", (40, 40)),
+                                           ("SAME", (8, 40)),
+                                           ("VALID", (28, 36))])
+def test_tta_in_one_program_equals_averaging_the_views_on_the_host(padding,
+                                                                   shape):
+  model = _model(padding)
+  image = np.random.default_rng(4).random(shape + (1,)).astype(np.float32)
+  plain = predict.Segmenter(model, TASK, 1, tile_size=32 if padding == "SAME"
+                            else 48, batch_size=2)
+  tta = predict.Segmenter(model, TASK, 1, tile_size=32 if padding == "SAME"
+                          else 48, batch_size=2, tta=True)
+  rows, cols = plain.plan(shape[0]), plain.plan(shape[1])
+  if shape == (8, 40):
+    assert (rows.tile_in, cols.tile_in) == (8, 32)  # non-square tiles
+  on_host = tiling.infer(
+      image, tiling.dihedral_average(lambda t: np.asarray(
+          plain.predict_tiles(t))), rows, cols, batch_size=2,
+      blend=plain.blend)
+  np.testing.assert_allclose(tta.logits(image), on_host, atol=1e-5)
+
+
+def test_stream_of_images_of_several_sizes_equals_whole_image_passes():
+  model = _model("VALID")
+  margin = (44 - model.output_size(44)) // 2
+  rng = np.random.default_rng(5)
+  images = [rng.random(s + (1,)).astype(np.float32)
+            for s in ((28, 36), (28, 36), (12, 16), (28, 36))]
+  segment = predict.Segmenter(model, TASK, 1, tile_size=48, batch_size=3)
+  for image, logits in zip(images, segment.logits_stream(iter(images)),
+                           strict=True):
+    whole = model(np.pad(image, ((margin,) * 2, (margin,) * 2, (0, 0)),
+                         mode="reflect")[None])
+    np.testing.assert_allclose(logits, np.asarray(whole)[0], atol=1e-5)
+
+
+def test_a_stack_is_read_and_written_page_by_page(tmp_path, monkeypatch):
+  rng = np.random.default_rng(6)
+  pages = (rng.random((12, 24, 20)) * 255).astype(np.uint8)
+  path = str(tmp_path / "stack.tif")
+  tifffile.imwrite(path, pages, photometric="minisblack")
+  read = []
+  original = tifffile.TiffFile.asarray
+
+  def counting(self, *args, **kwargs):
+    read.append(kwargs.get("key"))
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(tifffile.TiffFile, "asarray", counting)
+  segment = predict.Segmenter(_model("SAME"), TASK, 1, tile_size=32,
+                              batch_size=2)
+  stream = segment.stream(image_io.iter_stack(path))
+  first = next(stream)
+  assert len(read) <= 5 and read[0] == 0  # 2 batches of 1-tile pages ahead
+  expected = [segment(page[..., None].astype(np.float32) / 255)
+              for page in pages]
+  np.testing.assert_allclose(first, expected[0], atol=1e-6)
+  written = predict.segment_files(segment, {path: (12, 1)},
+                                  str(tmp_path / "out"), ["mask", "prob"])
+  assert [os.path.basename(p) for p in written] == ["stack_mask.tif",
+                                                    "stack_prob.tif"]
+  masks = tifffile.imread(tmp_path / "out" / "stack_mask.tif")
+  np.testing.assert_array_equal(masks, np.stack(
+      [(e > 0.5).astype(np.uint8) for e in expected]))
+  assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]
+  from skimage.measure import label  # pylint: disable=g-import-not-at-top
+  written = predict.segment_files(
+      segment, {path: (12, 1)}, str(tmp_path / "objects"),
+      ["mask", "instances"], to_instances=lambda p: label(p > 0.5))
+  ids = tifffile.imread(tmp_path / "objects" / "stack_instances.tif")
+  assert ids.dtype == np.uint16 and ids.shape == (12, 24, 20)
+  np.testing.assert_array_equal(ids, np.stack([label(e > 0.5)
+                                               for e in expected]))
+
+
+def test_cli_shows_no_orbax_info_or_read_only_lines(trained_workdir,
+                                                    tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import REPO  # pylint: disable=g-import-not-at-top
+  Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "a.png")
+  done = subprocess.run(
+      [sys.executable, "-m", "unetjax.predict", "--workdir", trained_workdir,
+       "--checkpoint", "latest", "--input", str(tmp_path / "a.png"),
+       "--output", str(tmp_path / "out"), "--tile_size", "16"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "Wrote 1 files" in done.stdout
+  orbax = [line for line in done.stderr.splitlines() if any(
+      name in line for name in ("checkpoint_manager.py", "checkpointer.py",
+                                "checkpoint_handler.py"))]
+  assert not orbax, orbax[:3]

@@ -63,3 +63,66 @@ def test_dihedral_average_averages_a_directional_prediction():
   averaged = tiling.dihedral_average(top_row)(tiles)[0]
   assert averaged[0, 0] == pytest.approx(4.0)  # kept by 4 of the 8 views
   assert averaged.sum() == pytest.approx(4.0)
+
+
+def test_axis_weight_is_the_summed_window_of_the_tiles():
+  plan = tiling.plan_axis(100, 32, 32, align=8, overlap=8)
+  counts = tiling.axis_weight(plan, blend=False)
+  assert counts.shape == (104,)
+  np.testing.assert_array_equal(counts[[0, 23, 24, 31, 32, 103]],
+                                [1, 1, 2, 2, 1, 1])
+  rows, cols = plan, tiling.plan_axis(40, 16, 16, align=4, overlap=4)
+  weight = np.outer(tiling.window(32), tiling.window(16))
+  naive = np.zeros((rows.covered, cols.covered))
+  for y in rows.starts:
+    for x in cols.starts:
+      naive[y:y + 32, x:x + 16] += weight
+  np.testing.assert_allclose(
+      np.outer(tiling.axis_weight(rows, True), tiling.axis_weight(cols, True)),
+      naive, rtol=1e-12)
+
+
+def test_stream_shares_batches_across_images_and_equals_one_by_one():
+  rng = np.random.default_rng(3)
+  images = [rng.random((20, 20, 1)), rng.random((20, 20, 1)),
+            rng.random((9, 30, 1)), rng.random((20, 20, 1))]
+  calls = []
+
+  def box3(tiles):
+    calls.append(len(tiles))
+    return _box3(tiles)
+
+  def plan(image):
+    return (tiling.plan_axis(image.shape[0], 10, 8, align=2),
+            tiling.plan_axis(image.shape[1], 10, 8, align=2))
+
+  streamed = list(tiling.infer_stream(images, box3, plan, batch_size=4,
+                                      blend=False))
+  assert len(streamed) == 4
+  for image, out in zip(images, streamed):
+    whole = ndimage.uniform_filter(image[..., 0], 3, mode="mirror")
+    np.testing.assert_allclose(out, whole, rtol=1e-12)
+  # 9 + 9 tiles of one shape, 8 of the same shape (9x30: 2 x 4 tiles),
+  # 9 more: 35 tiles in batches of 4 -> 9 calls (one-by-one would be 11).
+  assert len(calls) == 9 and set(calls) == {4}
+
+
+def test_stream_reads_images_only_as_their_tiles_are_needed():
+  read = []
+
+  def images():
+    for i in range(10):
+      read.append(i)
+      yield np.full((8, 8, 1), float(i))
+
+  def plan(image):
+    return (tiling.plan_axis(8, 8, 8, align=1),) * 2
+
+  stream = tiling.infer_stream(images(), _identity, plan, batch_size=2,
+                               blend=True, in_flight=2)
+  first = next(stream)
+  np.testing.assert_allclose(first, 0.0)
+  assert len(read) <= 5  # two batches of two in flight, not all ten
+  rest = list(stream)
+  np.testing.assert_allclose([out.mean() for out in rest], range(1, 10),
+                             rtol=1e-12)

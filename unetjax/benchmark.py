@@ -3,6 +3,8 @@
   unetjax-benchmark                      # the reference U-Net, JAX and torch
   unetjax-benchmark --config default --frameworks jax --steps 20
   unetjax-benchmark --layers             # its convolutions level by level
+  unetjax-benchmark --predict            # overlap-tile inference vs MONAI
+  unetjax-benchmark --startup            # start-up and exit of a training
 
 Every measurement runs in a fresh process (the figures include nothing
 another framework left behind), JAX and PyTorch alternating, `--repeats`
@@ -665,6 +667,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   parser.add_argument("--layers", action="store_true",
                       help="time the U-Net's 3x3 convolutions level by "
                            "level instead of the train step")
+  parser.add_argument("--predict", action="store_true",
+                      help="overlap-tile inference next to MONAI "
+                           "(unetjax/predict_benchmark.py; --config "
+                           "defaults to isbi2012 there)")
+  parser.add_argument("--startup", action="store_true",
+                      help="process start to first train step (cold and "
+                           "warm compilation cache) and last line to exit "
+                           "of unetjax-train (unetjax/startup_benchmark.py; "
+                           "--config defaults to default there, --steps "
+                           "are the run's steps)")
+  from unetjax import predict_benchmark  # pylint: disable=g-import-not-at-top
+  predict_benchmark.add_arguments(parser)
   parser.add_argument("--worker", choices=("jax", "torch", "jax-layers",
                                            "torch-layers"),
                       help=argparse.SUPPRESS)
@@ -688,6 +702,16 @@ def main(argv: list[str] | None = None) -> None:
     run = (layer_benchmark.run_jax if args.worker == "jax-layers"
            else layer_benchmark.run_torch)
     print(json.dumps(run(json.loads(args.spec), args.steps)))
+    return
+  if args.startup:
+    from unetjax import startup_benchmark  # pylint: disable=g-import-not-at-top
+    startup_benchmark.main(args)
+    return
+  if args.predict:
+    from unetjax import predict_benchmark  # pylint: disable=g-import-not-at-top
+    if args.frameworks == "jax,torch":
+      args.frameworks = "jax,monai"
+    predict_benchmark.main(args)
     return
   with_torch = "torch" in args.frameworks.split(",")
   if with_torch and not torch_available():

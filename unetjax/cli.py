@@ -2,11 +2,14 @@
 user can fix."""
 import contextlib
 import os
+import logging as std_logging
 import sys
 import types
 from typing import Callable
 
 from absl import app, flags
+
+from absl import logging
 
 from unetjax.errors import UnetjaxError
 
@@ -69,3 +72,19 @@ def print_help(module: types.ModuleType, full: bool = False) -> None:
     print(flags.FLAGS.get_help())
   else:
     print(flags.FLAGS.module_help(module))
+def quiet_library_logs(read_only: bool = False) -> None:
+  """Keeps Orbax's INFO lines (several per save and restore) out of the
+  tools' output; its warnings and errors still show, but for `read_only`
+  tools (evaluate, predict) not its warnings that the checkpoints are
+  opened read-only, which they asked for."""
+
+  def keep(record) -> bool:
+    if "orbax" not in record.pathname:
+      return True
+    if read_only and record.levelno < std_logging.ERROR:
+      message = str(record.msg).lower().replace("_", " ")
+      if "read only" in message:
+        return False
+    return record.levelno >= std_logging.WARNING
+
+  logging.get_absl_handler().addFilter(keep)

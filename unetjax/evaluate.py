@@ -144,6 +144,7 @@ def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
 
 def main(argv):
   cli.no_arguments(argv)
+  cli.quiet_library_logs(read_only=True)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,

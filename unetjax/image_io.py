@@ -11,6 +11,7 @@ own images (whole slides, large EM sections) are what predict promises to
 handle.
 """
 import os
+from typing import Iterator
 
 import numpy as np
 
@@ -100,6 +101,75 @@ def read_stack(path: str) -> np.ndarray:
                     "gray or RGB images")
   return np.stack([to_float(page[..., :3] if page.shape[-1] == 4 else page,
                              path) for page in array])
+
+
+def stack_shape(path: str) -> tuple[int, int, int, int]:
+  """(pages, height, width, channels) of a TIFF from its header alone."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  _check_file(path)
+  try:
+    with tifffile.TiffFile(path) as tiff:
+      series = tiff.series[0]
+      shape, axes, dtype = series.shape, series.axes, series.dtype
+  except Exception as e:
+    raise DataError(f"{path}: not a readable TIFF ({_first_line(e)})") from e
+  page = shape[-3:] if axes.endswith("S") else shape[-2:] + (1,)
+  pages = int(np.prod(shape[:len(shape) - (3 if axes.endswith("S") else 2)]))
+  if len(page) != 3 or page[-1] not in (1, 3, 4) or pages < 1:
+    raise DataError(f"{path}: TIFF of shape {shape}; expected pages of "
+                    "gray or RGB images")
+  if not (dtype in (np.uint8, np.uint16, bool) or np.issubdtype(
+      dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+    raise DataError(f"{path}: pixel type {dtype} is not supported")
+  return pages, page[0], page[1], min(page[2], 3)
+
+
+def iter_stack(path: str) -> Iterator[np.ndarray]:
+  """`read_stack`'s pages one at a time, each read only when asked for, so
+  a stack larger than memory can be processed page by page."""
+  import tifffile  # pylint: disable=g-import-not-at-top
+  pages, height, width, channels = stack_shape(path)
+  with tifffile.TiffFile(path) as tiff:
+    for index in range(pages):
+      try:
+        page = tiff.asarray(key=index, series=0)
+      except Exception as e:
+        raise DataError(f"{path}: page {index} is not readable "
+                        f"({_first_line(e)})") from e
+      page = page[..., None] if page.ndim == 2 else page
+      if page.shape[:2] != (height, width):
+        raise DataError(f"{path}: page {index} has shape {page.shape}; "
+                        f"expected {height}x{width}")
+      yield _to_float(page[..., :3], path)
+
+
+class StackWriter:
+  """Writes a TIFF stack page by page to `path` (atomically, on close):
+  masks as `write_mask`, images as `write_image` convert them."""
+
+  def __init__(self, path: str, kind: str):
+    import tifffile  # pylint: disable=g-import-not-at-top
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    self.path, self.kind = path, kind
+    self._tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
+    self._tiff = tifffile.TiffWriter(self._tmp)
+
+  def add(self, page: np.ndarray) -> None:
+    if self.kind == "instances":  # object ids, 0 = background
+      pixels = page.astype(np.uint32 if page.max(initial=0) > 65535
+                           else np.uint16)
+    else:
+      pixels = (page.astype(np.uint8) if self.kind == "mask"
+                else _image_pixels(page))
+    self._tiff.write(pixels, contiguous=True)
+
+  def close(self) -> None:
+    self._tiff.close()
+    os.replace(self._tmp, self.path)
+
+  def abort(self) -> None:
+    self._tiff.close()
+    os.remove(self._tmp)
 
 
 def read_mask(path: str) -> np.ndarray:
@@ -213,9 +283,13 @@ def write_instances(path: str, ids: np.ndarray) -> None:
 
 def write_image(path: str, image: np.ndarray) -> None:
   """Writes a float [H, W] or [H, W, C] image in [0, 1] as 8-bit."""
+  _write(path, _image_pixels(image))
+
+
+def _image_pixels(image: np.ndarray) -> np.ndarray:
   image = np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)
-  _write(path, image[..., 0] if image.ndim == 3 and image.shape[-1] == 1
-         else image)
+  return (image[..., 0] if image.ndim == 3 and image.shape[-1] == 1
+          else image)
 
 
 def _write(path: str, array: np.ndarray) -> None:

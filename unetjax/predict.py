@@ -16,15 +16,18 @@ each object in its own colour, outlined. TIFF input gives TIFF output, a
 multi-page stack page by page. Every input is read and checked before
 anything is written.
 """
+import collections
 import functools
 import glob
 import os
 import sys
+import time
+from typing import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import flags
+from absl import app, flags
 from flax import nnx
 
 from unetjax import cli, image_io, parallel, tiling, train
@@ -53,24 +56,37 @@ class Segmenter:
                         f"this model accepts, {valid_input_sizes(model)[0]}")
     self.outputs = {size: model.output_size(size) for size in sizes}
     self.align = 2 ** model.depth
+    # SAME padding: tiles overlap and are blended; VALID tiles abut.
+    self.blend = all(size == out for size, out in self.outputs.items())
     self.task = task
     self.in_channels = in_channels
     self.batch_size = batch_size
     graphdef, state = nnx.split(model)
-
-    forward = jax.jit(functools.partial(_forward, graphdef))
-
-    def predict_tiles(tiles):
-      return forward(state, tiles)
-
-    self.predict_tiles = (tiling.dihedral_average(predict_tiles) if tta
-                          else predict_tiles)
+    self._state = state
+    self._forward = jax.jit(functools.partial(
+        _forward_tta if tta else _forward, graphdef))
+    self._compiled = {}  # tile batch shape -> executable
+    self.compile_seconds = 0.0
     self.prediction = jax.eval_shape(task.predict, jax.ShapeDtypeStruct(
         (1, 8, 8, task.num_outputs), jnp.float32))
     if self.prediction.ndim not in (3, 4):
       raise ConfigError(f"task {type(task).__name__} predicts shape "
                         f"{self.prediction.shape} for [1, 8, 8] pixels; "
                         "expected a value per pixel")
+    self._predict = jax.jit(lambda logits: task.predict(logits[None])[0])
+
+  def predict_tiles(self, tiles: np.ndarray) -> jax.Array:
+    """Logits of a batch of tiles, dispatched without waiting for them.
+
+    Each tile shape is compiled once, ahead of its first call, with the
+    garbage collector paused (`train.compile_ahead`)."""
+    key = tiles.shape
+    if key not in self._compiled:
+      started = time.perf_counter()
+      self._compiled[key] = train.compile_ahead(self._forward, self._state,
+                                                tiles)
+      self.compile_seconds += time.perf_counter() - started
+    return self._compiled[key](self._state, tiles)
 
   def plan(self, length: int) -> tiling.AxisPlan:
     """One tile if one fits, else the largest tile; SAME tiles overlap 1/4."""
@@ -81,20 +97,59 @@ class Segmenter:
     return tiling.plan_axis(length, tile_in, tile_out, align=self.align,
                             overlap=overlap)
 
+  def _plans(self, image: np.ndarray):
+    return self.plan(image.shape[0]), self.plan(image.shape[1])
+
+  def logits_stream(self, images: Iterable[np.ndarray]) -> Iterator[
+      np.ndarray]:
+    """Stitched logits of each image [H, W, C], in order; tiles of
+    consecutive images share batches (`tiling.infer_stream`)."""
+    images = (np.asarray(image, np.float32) for image in images)
+    return tiling.infer_stream(images, self.predict_tiles, self._plans,
+                               batch_size=self.batch_size, blend=self.blend)
+
   def logits(self, image: np.ndarray) -> np.ndarray:
-    rows, cols = self.plan(image.shape[0]), self.plan(image.shape[1])
-    return tiling.infer(image, self.predict_tiles, rows, cols,
-                        batch_size=self.batch_size, blend=rows.margin == 0)
+    return next(self.logits_stream([image]))
+
+  def stream(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """The task's prediction for each image [H, W, C], in order."""
+    for logits in self.logits_stream(images):
+      yield np.asarray(self._predict(logits))
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
-    return np.asarray(self.task.predict(jnp.asarray(
-        self.logits(image), jnp.float32)[None]))[0]
+    return next(self.stream([image]))
 
 
 def _forward(graphdef, state, tiles):
   model = nnx.merge(graphdef, state)
   model.eval()
   return model(tiles).astype(jnp.float32)
+
+
+def _forward_tta(graphdef, state, tiles):
+  """`_forward` averaged over the 8 flips and rotations, in one program.
+
+  The views of one shape (all 8 for square tiles) run through one copy of
+  the model under `lax.map`, so compiling costs about one forward pass."""
+  views = [(turns, flip) for turns in range(4) for flip in (False, True)]
+  total = 0.0
+  for parity in (0, 1) if tiles.shape[1] != tiles.shape[2] else (None,):
+    group = [v for v in views if parity is None or v[0] % 2 == parity]
+    stacked = jnp.stack([_dihedral(tiles, *v) for v in group])
+    outputs = jax.lax.map(functools.partial(_forward, graphdef, state),
+                          stacked)
+    total += sum(_dihedral_inverse(out, *v) for out, v in zip(outputs, group))
+  return total / len(views)
+
+
+def _dihedral(x, turns, flip):
+  x = jnp.rot90(x, turns, axes=(1, 2))
+  return x[:, :, ::-1] if flip else x
+
+
+def _dihedral_inverse(y, turns, flip):
+  y = y[:, :, ::-1] if flip else y
+  return jnp.rot90(y, -turns, axes=(1, 2))
 
 
 def mask_and_probability(prediction: np.ndarray):
@@ -203,6 +258,22 @@ def read_input(path: str) -> np.ndarray:
   return image_io.read_image(path)[None]
 
 
+def input_shape(path: str) -> tuple[int, int]:
+  """(pages, channels) of an input, checked: a TIFF from its header (its
+  pages are read one at a time later), any other image read whole."""
+  if path.lower().endswith(image_io.TIFF_SUFFIXES):
+    pages, _, _, channels = image_io.stack_shape(path)
+    return pages, channels
+  return 1, image_io.read_image(path).shape[-1]
+
+
+def read_pages(path: str) -> Iterator[np.ndarray]:
+  """An input's pages [H, W, C], read as they are asked for."""
+  if path.lower().endswith(image_io.TIFF_SUFFIXES):
+    return image_io.iter_stack(path)
+  return iter([image_io.read_image(path)])
+
+
 def predict_files(workdir: str, pattern: str, output: str, *,
                   checkpoint: str = "best", tile_size: int = 256,
                   batch_size: int = 8, tta: bool = False,
@@ -211,81 +282,111 @@ def predict_files(workdir: str, pattern: str, output: str, *,
                   instances: bool = False) -> list[str]:
   """Segments every input; returns the paths written.
 
-  Nothing is written until every input was read and checked and every
-  output path found free (or `overwrite`); an input is never overwritten.
+  Nothing is written until every input was checked and every output path
+  found free (or `overwrite`); an input is never overwritten.
   """
   check_counts(tile_size, batch_size)
   paths = input_paths(pattern, output)
   kinds = (["mask"] + ["prob"] * probabilities + ["overlay"] * overlay
            + ["instances"] * instances)
   check_outputs(paths, output, kinds, overwrite)
-  channels = {path: read_input(path).shape[-1] for path in paths}
+  shapes = {path: input_shape(path) for path in paths}
   experiment, state, _ = train.restore_workdir(workdir, checkpoint)
   model, _ = nnx.merge(experiment.graphdef, state)
   in_channels = experiment.dataset.info.in_channels
-  for path, count in channels.items():
+  for path, (_, count) in shapes.items():
     if count != in_channels:
       raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
                       f"takes {in_channels}")
-  segment = Segmenter(model, experiment.task, in_channels,
-                      tile_size=tile_size, batch_size=batch_size, tta=tta)
-  if probabilities and not jnp.issubdtype(segment.prediction.dtype,
-                                          jnp.floating):
-    raise ConfigError(f"task {experiment.config.task.name!r} predicts class "
-                      "ids, not probabilities: drop --probabilities")
   task = experiment.task
   if instances and not hasattr(task, "to_instances"):
     raise ConfigError(f"--instances: the run in {workdir} was trained with "
                       f"task.name={experiment.config.task.name!r}, which "
                       "finds no objects; train with task.name='instances'")
-  written = []
-  for path in paths:
-    pages = read_input(path)
-    predictions = [segment(page) for page in pages]
-    results = [mask_and_probability(p) for p in predictions]
-    objects = ([task.to_instances(p) for p in predictions] if instances
-               else None)
-    written += _write(path, output, pages, results, probabilities, overlay,
-                      objects)
+  segment = Segmenter(model, task, in_channels,
+                      tile_size=tile_size, batch_size=batch_size, tta=tta)
+  if probabilities and not jnp.issubdtype(segment.prediction.dtype,
+                                          jnp.floating):
+    raise ConfigError(f"task {experiment.config.task.name!r} predicts class "
+                      "ids, not probabilities: drop --probabilities")
+  return segment_files(segment, shapes, output, kinds,
+                       task.to_instances if instances else None)
+
+
+def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
+                  output: str, kinds: list[str],
+                  to_instances=None) -> list[str]:
+  """Streams every page of every input (`shapes`: path -> (pages,
+  channels)) through `segment`, writing each output as it completes; a
+  stack is read and written page by page. `to_instances` (a prediction ->
+  object ids) gives the 'instances' output. Returns the paths written."""
+  sources = collections.deque()  # (path, page) of the images in flight
+
+  def images():
+    for path in shapes:
+      for page in read_pages(path):
+        sources.append((path, page))
+        yield page
+
+  written, outputs = [], {}
+  try:
+    for prediction in segment.stream(images()):
+      path, page = sources.popleft()
+      if path not in outputs:
+        outputs[path] = _Outputs(path, output, shapes[path][0], kinds)
+      objects = None if to_instances is None else to_instances(prediction)
+      if outputs[path].add(page, mask_and_probability(prediction), objects):
+        written += outputs.pop(path).paths
+  finally:
+    for unfinished in outputs.values():
+      unfinished.abort()
   return written
 
 
-def _write(path, output, pages, results, probabilities, overlay,
-           objects=None) -> list[str]:
-  """The mask (and probability map, overlay, objects) of one input file.
+class _Outputs:
+  """The output files of one input (mask; probability map, overlay, object
+  ids on request), written as its pages come: a one-page input as one
+  image, a stack page by page. With objects the overlay shows each object
+  in its own colour, outlined; `instances` holds their ids (16-bit PNG, or
+  TIFF)."""
 
-  With `objects` (instance ids per page) the overlay shows every object in
-  its own colour, outlined, and `<stem>_instances` holds the ids (16-bit
-  PNG, or TIFF).
-  """
-  masks = np.stack([mask for mask, _ in results])
-  pictures = {"mask": masks}
-  if probabilities:
-    pictures["prob"] = np.stack([prob for _, prob in results])
-  if overlay and objects is not None:
-    from unetjax import instance_plots  # pylint: disable=g-import-not-at-top
-    pictures["overlay"] = np.stack([instance_plots.overlay(page, ids)
-                                    for ids, page in zip(objects, pages)])
-  elif overlay:
-    from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
-    pictures["overlay"] = np.stack([
-        label2rgb(mask, page[..., 0] if page.shape[-1] == 1 else page,
-                  bg_label=0, alpha=0.35, image_alpha=1.0)
-        for mask, page in zip(masks, pages)])
-  if objects is not None:
-    pictures["instances"] = np.stack(objects)
-  written = []
-  for (kind, stack), target in zip(
-      pictures.items(), output_paths(path, output, list(pictures))):
-    picture = stack[0] if len(stack) == 1 else stack
-    if kind == "mask":
-      image_io.write_mask(target, picture)
-    elif kind == "instances":
-      image_io.write_instances(target, picture)
-    else:
-      image_io.write_image(target, picture)
-    written.append(target)
-  return written
+  def __init__(self, path: str, output: str, pages: int, kinds: list[str]):
+    self.kinds = list(kinds)
+    self.paths = output_paths(path, output, self.kinds)
+    self.missing = pages
+    self.writers = ([image_io.StackWriter(target, kind) for target, kind
+                     in zip(self.paths, self.kinds)] if pages > 1 else None)
+
+  def add(self, page: np.ndarray, result, objects=None) -> bool:
+    """Writes one page's pictures; True once the input is complete."""
+    mask, prob = result
+    pictures = {"mask": mask, "prob": prob, "instances": objects}
+    if "overlay" in self.kinds and objects is not None:
+      from unetjax import instance_plots  # pylint: disable=g-import-not-at-top
+      pictures["overlay"] = instance_plots.overlay(page, objects)
+    elif "overlay" in self.kinds:
+      from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
+      pictures["overlay"] = label2rgb(
+          mask, page[..., 0] if page.shape[-1] == 1 else page, bg_label=0,
+          alpha=0.35, image_alpha=1.0)
+    for index, (target, kind) in enumerate(zip(self.paths, self.kinds)):
+      if self.writers:
+        self.writers[index].add(pictures[kind])
+      elif kind == "mask":
+        image_io.write_mask(target, mask)
+      elif kind == "instances":
+        image_io.write_instances(target, objects)
+      else:
+        image_io.write_image(target, pictures[kind])
+    self.missing -= 1
+    if self.missing == 0 and self.writers:
+      for writer in self.writers:
+        writer.close()
+    return self.missing == 0
+
+  def abort(self) -> None:
+    for writer in self.writers or ():
+      writer.abort()
 
 
 def _stem(path: str) -> str:
@@ -294,6 +395,7 @@ def _stem(path: str) -> str:
 
 def main(argv):
   cli.no_arguments(argv)
+  cli.quiet_library_logs(read_only=True)
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     written = predict_files(

@@ -12,8 +12,9 @@ Tile origins are multiples of the model's down-sampling factor (`align`),
 so every tile sees the pooling grid a single pass over the whole mirrored
 image would see: a VALID model's stitched output equals that single pass.
 """
+import collections
 import dataclasses
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -70,6 +71,20 @@ def window(size: int) -> np.ndarray:
   return np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
 
 
+def axis_weight(plan: AxisPlan, blend: bool) -> np.ndarray:
+  """Sum over one axis's tiles of their window: [covered].
+
+  The tiles are the grid `rows.starts x cols.starts` and a tile's weight
+  is `outer(window, window)`, so the summed weight of every pixel is the
+  outer product of the two axes' sums: no 2-D weight map is built.
+  """
+  total = np.zeros(plan.covered)
+  one = window(plan.tile_out) if blend else np.ones(plan.tile_out)
+  for start in plan.starts:
+    total[start:start + plan.tile_out] += one
+  return total
+
+
 def infer(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
           rows: AxisPlan, cols: AxisPlan, *, batch_size: int,
           blend: bool) -> np.ndarray:
@@ -79,34 +94,103 @@ def infer(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
   tile_out, tile_out', ...]; the last batch is filled up with copies so it
   sees one shape. Overlaps are averaged, weighted by `window` if `blend`.
   """
-  padded = np.pad(image, ((rows.margin, rows.pad_after),
-                          (cols.margin, cols.pad_after), (0, 0)),
-                  mode="reflect")
-  weight = (np.outer(window(rows.tile_out), window(cols.tile_out)) if blend
-            else np.ones((rows.tile_out, cols.tile_out)))
-  total = None
-  weights = np.zeros((rows.covered, cols.covered))
-  for origins, tiles in _batches(padded, rows, cols, batch_size):
-    outputs = np.asarray(predict(tiles))[:len(origins)]
-    if total is None:
-      total = np.zeros((rows.covered, cols.covered) + outputs.shape[3:])
-    expanded = weight.reshape(weight.shape + (1,) * (outputs.ndim - 3))
-    for (y, x), output in zip(origins, outputs):
-      total[y:y + rows.tile_out, x:x + cols.tile_out] += expanded * output
-      weights[y:y + rows.tile_out, x:x + cols.tile_out] += weight
-  weights = weights.reshape(weights.shape + (1,) * (total.ndim - 2))
-  return (total / weights)[:rows.length, :cols.length]
+  return next(infer_stream([image], predict, lambda _: (rows, cols),
+                           batch_size=batch_size, blend=blend))
 
 
-def _batches(padded, rows: AxisPlan, cols: AxisPlan,
-             batch_size: int) -> Iterator[tuple[list, np.ndarray]]:
-  origins = [(y, x) for y in rows.starts for x in cols.starts]
-  for first in range(0, len(origins), batch_size):
-    chunk = origins[first:first + batch_size]
-    tiles = [padded[y:y + rows.tile_in, x:x + cols.tile_in]
-             for y, x in chunk]
+def infer_stream(images: Iterable[np.ndarray],
+                 predict: Callable[[np.ndarray], Any],
+                 plan: Callable[[np.ndarray], tuple[AxisPlan, AxisPlan]], *,
+                 batch_size: int, blend: bool,
+                 in_flight: int = 2) -> Iterator[np.ndarray]:
+  """`infer` over many images [H, W, C], one stitched result each, in order.
+
+  Tiles of consecutive images of the same tile shape share batches, so a
+  stack of small pages wastes no batch slots on padding but the very last;
+  images are read from `images` only as their tiles are needed (a stack
+  streams page by page). Up to `in_flight` batches are handed to `predict`
+  before the oldest one's result is read: with JAX's asynchronous dispatch
+  the device computes while the host cuts the next tiles, stitches and
+  the caller writes the results. Stitching sums in float32 (float64
+  for float64 outputs).
+  """
+  pending = collections.deque()  # (tiles' canvases and origins, output)
+  canvases = collections.deque()  # images not yet complete, oldest first
+  batch, shape = [], None
+
+  def flush():
+    tiles = [tile for _, _, tile in batch]
     tiles += tiles[:1] * (batch_size - len(tiles))
-    yield chunk, np.stack(tiles)
+    pending.append(([(c, o) for c, o, _ in batch], predict(np.stack(tiles))))
+    batch.clear()
+
+  def drain(keep: int):
+    while len(pending) > keep:
+      targets, outputs = pending.popleft()
+      outputs = np.asarray(outputs)
+      for (canvas, origin), output in zip(targets, outputs):
+        canvas.add(origin, output)
+    while canvases and canvases[0].done:
+      yield canvases.popleft().result()
+
+  for image in images:
+    rows, cols = plan(image)
+    canvas = _Canvas(rows, cols, blend)
+    canvases.append(canvas)
+    padded = np.pad(image, ((rows.margin, rows.pad_after),
+                            (cols.margin, cols.pad_after), (0, 0)),
+                    mode="reflect")
+    for y in rows.starts:
+      for x in cols.starts:
+        tile = padded[y:y + rows.tile_in, x:x + cols.tile_in]
+        if shape is not None and tile.shape != shape and batch:
+          flush()
+        shape = tile.shape
+        batch.append((canvas, (y, x), tile))
+        if len(batch) == batch_size:
+          flush()
+          yield from drain(in_flight - 1)
+    del padded
+  if batch:
+    flush()
+  yield from drain(0)
+
+
+class _Canvas:
+  """One image's weighted sum of tile outputs, then their weighted mean."""
+
+  def __init__(self, rows: AxisPlan, cols: AxisPlan, blend: bool):
+    self.rows, self.cols = rows, cols
+    self.weight = (np.outer(window(rows.tile_out), window(cols.tile_out))
+                   if blend else None)
+    self.total = None
+    self.missing = len(rows.starts) * len(cols.starts)
+
+  @property
+  def done(self) -> bool:
+    return self.missing == 0
+
+  def add(self, origin: tuple[int, int], output: np.ndarray) -> None:
+    y, x = origin
+    if self.total is None:
+      self.total = np.zeros((self.rows.covered, self.cols.covered)
+                            + output.shape[2:],
+                            np.result_type(output.dtype, np.float32))
+      if self.weight is not None:
+        self.weight = self.weight.astype(self.total.dtype)
+    if self.weight is not None:
+      output = output * self.weight.reshape(
+          self.weight.shape + (1,) * (output.ndim - 2))
+    self.total[y:y + self.rows.tile_out, x:x + self.cols.tile_out] += output
+    self.missing -= 1
+
+  def result(self) -> np.ndarray:
+    blend = self.weight is not None
+    weight = np.outer(axis_weight(self.rows, blend)[:self.rows.length],
+                      axis_weight(self.cols, blend)[:self.cols.length])
+    total = self.total[:self.rows.length, :self.cols.length]
+    total /= weight.astype(total.dtype).reshape(weight.shape + (1,) * (total.ndim - 2))
+    return total
 
 
 def dihedral_average(

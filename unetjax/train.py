@@ -75,21 +75,35 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
   schedule = schedules.build(config, steps_per_epoch, num_steps)
-  model = models.build(config,
-                       in_channels=tasks.model_in_channels(task, dataset.info),
-                       num_outputs=task.num_outputs,
-                       rngs=nnx.Rngs(params=config.seed,
-                                     dropout=config.seed + 1))
+
+  def create():
+    model = models.build(
+        config, in_channels=tasks.model_in_channels(task, dataset.info),
+        num_outputs=task.num_outputs,
+        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    return model, nnx.Optimizer(model, optimizers.build(config, schedule),
+                                wrt=nnx.Param)
+
+  graphdef, state = initialize(create)
+  model, _ = nnx.merge(graphdef, state)
   _check_input_shape(model, config, train)
-  optimizer = nnx.Optimizer(model, optimizers.build(config, schedule),
-                            wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))
   mesh = parallel.make_mesh()
   parallel.sync_processes("built")  # the first collective comes next
   state = jax.device_put(state, parallel.replicated(mesh))
   return Experiment(config, dataset, task, graphdef, state, mesh,
                     models.count_params(model), models.summary(model),
                     steps_per_epoch, num_steps, schedule)
+
+
+def initialize(create) -> tuple[Any, Any]:
+  """(graphdef, state) of the modules `create()` builds, initialised by one
+  compiled program instead of eagerly, op by op (each eager op is an XLA
+  program of its own: dozens of compiles, or cache look-ups, for a U-Net).
+  The values are the eager ones: the same random ops run, traced."""
+  graphdef, _ = nnx.split(nnx.eval_shape(create))
+  with host_memory.garbage_collection_paused():
+    state = jax.jit(lambda: nnx.split(create())[1])()
+  return graphdef, state
 
 
 def train_split(config, dataset) -> datasets.Split:
@@ -502,6 +516,9 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
             parallel.sync_processes("compiled")  # before its all-reduce
           state, train_metrics, health = steps.train(
               state, train_metrics, health, batch)
+        if step == start_step + 1:  # a mark for `benchmark --startup`
+          jax.block_until_ready(health)
+          logging.info("First train step done.")
         report(step)
         last = step == experiment.num_steps
         if step % config.log_every_steps == 0 or last:
