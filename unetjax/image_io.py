@@ -140,7 +140,7 @@ def iter_stack(path: str) -> Iterator[np.ndarray]:
       if page.shape[:2] != (height, width):
         raise DataError(f"{path}: page {index} has shape {page.shape}; "
                         f"expected {height}x{width}")
-      yield _to_float(page[..., :3], path)
+      yield to_float(page[..., :3], path)
 
 
 class StackWriter:
