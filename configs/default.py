@@ -30,9 +30,9 @@ def get_config():
   config.augment.rot90 = True
   config.batch_size = 8
   config.eval_batch_size = 8
-  config.num_steps = 1000
+  config.num_steps = 600
   config.log_every_steps = 50
-  config.eval_every_steps = 250
+  config.eval_every_steps = 200
   config.best_metric = "val/challenge_score"
   config.best_mode = "max"
   config.num_sample_images = 4
