@@ -212,3 +212,17 @@ def test_cli_shows_no_orbax_info_or_read_only_lines(trained_workdir,
       name in line for name in ("checkpoint_manager.py", "checkpointer.py",
                                 "checkpoint_handler.py"))]
   assert not orbax, orbax[:3]
+
+
+@pytest.mark.parametrize("shape,photometric", [
+    ((3, 9, 10), "minisblack"), ((4, 9, 10), None), ((5, 9, 10), None),
+    ((1, 9, 10), None), ((2, 9, 10, 3), "rgb")])
+def test_page_by_page_reading_equals_reading_the_whole_stack(
+    tmp_path, shape, photometric):
+  path = str(tmp_path / "s.tif")
+  tifffile.imwrite(path, (np.random.default_rng(7).random(shape) * 255)
+                   .astype(np.uint8), photometric=photometric)
+  whole = image_io.read_stack(path)
+  assert image_io.stack_shape(path) == whole.shape
+  np.testing.assert_array_equal(np.stack(list(image_io.iter_stack(path))),
+                                whole)

@@ -130,6 +130,12 @@ def iter_stack(path: str) -> Iterator[np.ndarray]:
   import tifffile  # pylint: disable=g-import-not-at-top
   pages, height, width, channels = stack_shape(path)
   with tifffile.TiffFile(path) as tiff:
+    series = tiff.series[0]
+    if len(series.pages) != pages or "S" in series.axes[:-1]:
+      # planar samples, as tifffile writes 3- and 4-page stacks: one TIFF
+      # page holds them all, so the whole (small) series is read at once.
+      yield from read_stack(path)
+      return
     for index in range(pages):
       try:
         page = tiff.asarray(key=index, series=0)
