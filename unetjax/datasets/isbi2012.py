@@ -70,16 +70,20 @@ def held_out_slices(count: int, val_slices, fold: int,
 
   `fold` and `num_folds` are checked even when `val_slices` replaces them,
   so an impossible fold is never accepted silently."""
-  if not 2 <= num_folds <= count or not 0 <= fold < num_folds:
-    raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: "
-                      f"expected 2 <= num_folds <= {count} and 0 <= fold < "
-                      "num_folds (or set data.val_slices)")
   if val_slices:
+    if not 0 <= fold < num_folds:  # unused then, but never silently wrong
+      raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds} with "
+                        f"data.val_slices={tuple(val_slices)}: expected 0 <= "
+                        "fold < num_folds")
     bad = [i for i in val_slices if not 0 <= i < count]
     if bad or len(set(val_slices)) == count:
       raise ConfigError(f"data.val_slices={tuple(val_slices)}: expected "
                         f"distinct slice indices in 0..{count - 1}, leaving "
                         "some for training")
     return sorted(set(val_slices))
+  if not 2 <= num_folds <= count or not 0 <= fold < num_folds:
+    raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: "
+                      f"expected 2 <= num_folds <= {count} and 0 <= fold < "
+                      "num_folds (or set data.val_slices)")
   bounds = np.linspace(0, count, num_folds + 1).round().astype(int)
   return list(range(bounds[fold], bounds[fold + 1]))
