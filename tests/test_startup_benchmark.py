@@ -52,7 +52,7 @@ def test_a_run_ends_at_once_with_every_file_complete(tmp_path):
       "eval_every_steps=4", "log_every_steps=2", "num_sample_images=1")]
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   lines, exit_s, code = sb.timed_lines(
-      [sys.executable, "-m", "unetjax.main", "--config", "configs/default.py",
+      [sys.executable, "-m", "unetjax.main", "--config", "configs/cells.py",
        "--workdir", str(workdir), *overrides], env, cwd=REPO)
   assert code == 0, lines[-5:]
   found = sb.marks(lines, exit_s)
