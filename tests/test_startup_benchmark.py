@@ -57,7 +57,9 @@ def test_a_run_ends_at_once_with_every_file_complete(tmp_path):
   assert code == 0, lines[-5:]
   found = sb.marks(lines, exit_s)
   assert {"config_s", "new_run_s", "first_step_s", "done_s"} <= set(found)
-  assert lines[-1][1].startswith("Final val metrics")
+  # the last lines: the val metrics, then the test split's
+  assert lines[-2][1].startswith("Final val metrics")
+  assert lines[-1][1].startswith("Final test metrics")
   assert json.loads((workdir / "metrics.json").read_text())["step"] == 4
   history = [json.loads(line) for line in
              (workdir / "history.jsonl").read_text().splitlines()]
