@@ -616,13 +616,9 @@ def _finished(experiment: Experiment, mngr, workdir: str) -> dict | None:
   path = os.path.join(workdir, workdir_lib.METRICS_FILE)
   if not os.path.exists(path):
     return None  # the final metrics were not written: compute them
-  try:
-    with open(path) as f:
-      final = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ConfigError(f"{path} is unreadable ({' '.join(str(e).split())}); "
-                      "move it away to compute it again") from e
-  if not isinstance(final, dict) or not isinstance(final.get("val"), dict):
+  final = workdir_lib.read_json_object(path, ConfigError, "a metrics record",
+                                       "move it away to compute it again")
+  if not isinstance(final.get("val"), dict):
     raise ConfigError(f"{path} is not a metrics record; move it away to "
                       "compute it again")
   print(f"{workdir} already finished: its checkpoint is at step {latest} = "

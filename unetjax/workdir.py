@@ -166,16 +166,24 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   os.replace(tmp, path)
 
 
-def _changes(path: str, config: ml_collections.ConfigDict) -> dict:
+def read_json_object(path: str, error: type[Exception], what: str,
+                     advice: str) -> dict:
+  """A workdir file that must hold a JSON object; anything else is
+  `error`, one line naming the file, what it should hold and `advice`."""
   try:
     with open(path) as f:
-      old = json.load(f)
+      value = json.load(f)
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise WorkdirError(f"{path} is unreadable ({_one_line(e)}); not touching "
-                       "this workdir") from e
-  if not isinstance(old, dict):
-    raise WorkdirError(f"{path} holds a JSON {type(old).__name__}, not the "
-                       "object of a saved config; not touching this workdir")
+    raise error(f"{path} is unreadable ({_one_line(e)}); {advice}") from e
+  if not isinstance(value, dict):
+    raise error(f"{path} holds a JSON {type(value).__name__}, not the "
+                f"object of {what}; {advice}")
+  return value
+
+
+def _changes(path: str, config: ml_collections.ConfigDict) -> dict:
+  old = read_json_object(path, WorkdirError, "a saved config",
+                         "not touching this workdir")
   return diff(old, json.loads(config_lib.to_json(config)))
 
 
