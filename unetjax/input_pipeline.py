@@ -35,6 +35,14 @@ def tensorflow():
   return tf
 
 
+def _graph(tf, fn):
+  """`fn` for `Dataset.map` as written: it branches on config values only
+  (tensor branches are explicit `tf.cond`s), so AutoGraph's rewriting of
+  its source, and of every function it calls, is time spent for nothing
+  (about 1 s of start-up for the default experiment, docs/performance.md)."""
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
 def train_batches(split: Split, *, batch_size: int, seed: int,
                   start_step: int, augment_config: ml_collections.ConfigDict,
                   process_index: int = 0, process_count: int = 1
@@ -71,13 +79,14 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
 
   local = _local_batch_size(batch_size, process_count)
   ds = (tf.data.Dataset.range(first // n, _MAX_EPOCHS)
-        .flat_map(epoch)
+        .flat_map(_graph(tf, epoch))
         .skip(first % n)
         .batch(batch_size, drop_remainder=True)
-        .map(lambda k, i: (k[process_index * local:(process_index + 1) * local],
-                           i[process_index * local:(process_index + 1) * local]))
+        .map(_graph(tf, lambda k, i: (
+            k[process_index * local:(process_index + 1) * local],
+            i[process_index * local:(process_index + 1) * local])))
         .unbatch()
-        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(_graph(tf, load), num_parallel_calls=tf.data.AUTOTUNE)
         .batch(local, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE))
   return _numpy_iterator(tf, ds)
@@ -141,9 +150,10 @@ def eval_batches(split: Split, *, batch_size: int, process_index: int = 0,
             for k, v in batch.items()}
 
   ds = tf.data.Dataset.from_tensor_slices((indices, mask))
-  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(_graph(tf, load), num_parallel_calls=tf.data.AUTOTUNE)
   ds = tf.data.Dataset.zip(ds, tf.data.Dataset.from_tensor_slices(crops))
-  ds = (ds.batch(local).map(cut, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = (ds.batch(local).map(_graph(tf, cut),
+                            num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE))
   return _numpy_iterator(tf, ds)
 

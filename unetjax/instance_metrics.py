@@ -49,7 +49,6 @@ intersections and sizes.
 import dataclasses
 
 import numpy as np
-from scipy import optimize
 
 from unetjax import instance_hausdorff
 from unetjax.errors import ConfigError, DataError
@@ -164,6 +163,7 @@ def _assign(rows: np.ndarray, cols: np.ndarray, iou: np.ndarray,
   sub[r, c] = iou
   # Most pairs first; the IoU term sums to < 1/2 so it only breaks ties.
   cost = -(sub > 0).astype(np.float64) - sub / (2.0 * max(sub.shape))
+  from scipy import optimize  # pylint: disable=g-import-not-at-top
   best_r, best_c = optimize.linear_sum_assignment(cost)
   chosen = np.zeros(sub.shape, bool)
   chosen[best_r, best_c] = sub[best_r, best_c] > 0

@@ -125,9 +125,13 @@ def train_split(config, dataset) -> datasets.Split:
 
 
 def metric_names(config, task) -> dict[str, list[str]]:
-  """The scalars training logs under train/ and val/, without training."""
-  computed = task.metrics_class.empty().compute()
-  names = sorted(k for k, v in computed.items() if np.ndim(v) == 0)
+  """The scalars training logs under train/ and val/, without training.
+
+  Only the shapes of an empty collection's results are looked at, so they
+  are traced, not computed: computing eagerly compiled each of its ops as
+  a program of its own on a cold cache."""
+  computed = jax.eval_shape(lambda: task.metrics_class.empty().compute())
+  names = sorted(k for k, v in computed.items() if len(v.shape) == 0)
   extra = ["learning_rate"] + (["skipped_updates"]
                                if config.skip_nonfinite_updates else [])
   host = list(getattr(task, "split_score_names", ()))  # evaluations only
