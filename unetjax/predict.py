@@ -30,7 +30,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from unetjax import cli, image_io, parallel, tiling, train
+from unetjax import cli, image_io, parallel, tiling, train, trained
 from unetjax.errors import ConfigError, DataError
 from unetjax.models.unet import valid_input_sizes
 
@@ -291,23 +291,23 @@ def predict_files(workdir: str, pattern: str, output: str, *,
            + ["instances"] * instances)
   check_outputs(paths, output, kinds, overwrite)
   shapes = {path: input_shape(path) for path in paths}
-  experiment, state, _ = train.restore_workdir(workdir, checkpoint)
-  model, _ = nnx.merge(experiment.graphdef, state)
-  in_channels = experiment.dataset.info.in_channels
+  run = trained.load(workdir, checkpoint)
+  model, _ = nnx.merge(run.graphdef, run.state)
+  in_channels = run.info.in_channels
   for path, (_, count) in shapes.items():
     if count != in_channels:
       raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
                       f"takes {in_channels}")
-  task = experiment.task
+  task = run.task
   if instances and not hasattr(task, "to_instances"):
     raise ConfigError(f"--instances: the run in {workdir} was trained with "
-                      f"task.name={experiment.config.task.name!r}, which "
+                      f"task.name={run.config.task.name!r}, which "
                       "finds no objects; train with task.name='instances'")
   segment = Segmenter(model, task, in_channels,
                       tile_size=tile_size, batch_size=batch_size, tta=tta)
   if probabilities and not jnp.issubdtype(segment.prediction.dtype,
                                           jnp.floating):
-    raise ConfigError(f"task {experiment.config.task.name!r} predicts class "
+    raise ConfigError(f"task {run.config.task.name!r} predicts class "
                       "ids, not probabilities: drop --probabilities")
   return segment_files(segment, shapes, output, kinds,
                        task.to_instances if instances else None)

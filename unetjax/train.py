@@ -75,16 +75,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
   schedule = schedules.build(config, steps_per_epoch, num_steps)
-
-  def create():
-    model = models.build(
-        config, in_channels=tasks.model_in_channels(task, dataset.info),
-        num_outputs=task.num_outputs,
-        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-    return model, nnx.Optimizer(model, optimizers.build(config, schedule),
-                                wrt=nnx.Param)
-
-  graphdef, state = initialize(create)
+  graphdef, state = build_state(config, task, dataset.info, schedule)
   model, _ = nnx.merge(graphdef, state)
   _check_input_shape(model, config, train)
   mesh = parallel.make_mesh()
@@ -93,6 +84,21 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   return Experiment(config, dataset, task, graphdef, state, mesh,
                     models.count_params(model), models.summary(model),
                     steps_per_epoch, num_steps, schedule)
+
+
+def build_state(config: ml_collections.ConfigDict, task,
+                info: datasets.DataInfo, schedule) -> tuple[Any, Any]:
+  """(graphdef, state) of the initialised model and its optimizer."""
+
+  def create():
+    model = models.build(
+        config, in_channels=tasks.model_in_channels(task, info),
+        num_outputs=task.num_outputs,
+        rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    return model, nnx.Optimizer(model, optimizers.build(config, schedule),
+                                wrt=nnx.Param)
+
+  return initialize(create)
 
 
 def initialize(create) -> tuple[Any, Any]:
@@ -110,6 +116,15 @@ def initialize(create) -> tuple[Any, Any]:
     state = jax.jit(lambda: nnx.split(create())[1]).lower().compile(
         compiler_options=options)()
   return graphdef, state
+
+
+def experiment_facts(experiment: Experiment) -> dict[str, Any]:
+  """What the model and optimizer were built from besides the config (the
+  dataset's facts, the epoch length), saved so that tools can rebuild them
+  without the data (`unetjax.trained`)."""
+  return {"data_info": dataclasses.asdict(experiment.dataset.info),
+          "steps_per_epoch": experiment.steps_per_epoch,
+          "num_steps": experiment.num_steps}
 
 
 def train_split(config, dataset) -> datasets.Split:
@@ -484,6 +499,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     start_step, seconds_before = meta["step"], meta["train_seconds"]
     logged: dict[str, float] = meta["logged"]
     workdir_lib.save_config(workdir, config)
+    workdir_lib.save_facts(workdir, experiment_facts(experiment))
     logging.info("Model %s:\n%s", config.model.name, experiment.summary)
     _write_text(os.path.join(workdir, "model_summary.txt"),
                 experiment.summary)

@@ -1,0 +1,92 @@
+"""A trained run's model and task, rebuilt from its workdir without its data.
+
+Applying a model needs its architecture, its weights and its task's output
+head, not its training set; building the whole experiment read every
+training image first, and transformed each for a task with `prepare` (the
+instance targets): most of a `unetjax-predict` on a few DSB 2018 images.
+The trainer saves in experiment.json what the model and optimizer were
+built from beyond the config (the dataset's `DataInfo`, the epoch length
+the schedule counts in); from it and config.json `load` rebuilds them as
+training did and restores a checkpoint into them. A workdir written before
+experiment.json existed is rebuilt the old way, data and all.
+"""
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from unetjax import checkpointing, config as config_lib, datasets, parallel
+from unetjax import schedules, tasks, train, workdir as workdir_lib
+from unetjax.errors import WorkdirError
+
+
+@dataclasses.dataclass
+class Trained:
+  config: ml_collections.ConfigDict
+  info: datasets.DataInfo
+  task: Any
+  graphdef: Any
+  state: Any  # nnx.State of (model, optimizer), as restored
+  step: int
+
+
+def load(workdir: str, checkpoint: str) -> Trained:
+  """The run in `workdir` at checkpoint 'best', 'latest' or a step."""
+  path = os.path.join(workdir, workdir_lib.FACTS_FILE)
+  if not os.path.exists(path):
+    experiment, state, step = train.restore_workdir(workdir, checkpoint)
+    return Trained(experiment.config, experiment.dataset.info,
+                   experiment.task, experiment.graphdef, state, step)
+  config = config_lib.base_config()  # keys added since the run: defaults
+  config.update(config_lib.load_saved(workdir))
+  config_lib.validate(config)
+  info, steps_per_epoch, num_steps = read_facts(path)
+  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
+                               best_metric=config.best_metric,
+                               best_mode=config.best_mode, read_only=True)
+  with checkpointing.closing(mngr):
+    step = checkpointing.resolve_step(mngr, checkpoint)
+    task = tasks.build(config, info)
+    schedule = schedules.build(config, steps_per_epoch, num_steps)
+    graphdef, state = train.build_state(config, task, info, schedule)
+    state = jax.device_put(state, parallel.replicated(parallel.make_mesh()))
+    state, _ = checkpointing.restore(mngr, step, state)
+  return Trained(config, info, task, graphdef, state, step)
+
+
+def read_facts(path: str) -> tuple[datasets.DataInfo, int, int]:
+  """(DataInfo, steps per epoch, steps) from experiment.json, each checked."""
+  facts = workdir_lib.read_json_object(
+      path, WorkdirError, "a run's facts",
+      "delete it to rebuild the model from the training data instead")
+  fields = {f.name: f.type for f in dataclasses.fields(datasets.DataInfo)}
+  info = facts.get("data_info")
+  if not isinstance(info, dict) or set(info) != set(fields):
+    raise WorkdirError(f"{path}: 'data_info' must be an object with keys "
+                       f"{sorted(fields)}; got {info!r:.200}")
+  counts = []
+  for key in ("steps_per_epoch", "num_steps"):
+    value = facts.get(key)
+    if type(value) is not int or value < 1:  # pylint: disable=unidiomatic-typecheck
+      raise WorkdirError(f"{path}: {key!r} must be a positive integer; got "
+                         f"{value!r}")
+    counts.append(value)
+  try:
+    parsed = datasets.DataInfo(
+        name=str(info["name"]), num_classes=_count(path, info, "num_classes"),
+        in_channels=_count(path, info, "in_channels"),
+        class_names=tuple(str(n) for n in info["class_names"]),
+        instances=bool(info["instances"]))
+  except TypeError as e:
+    raise WorkdirError(f"{path}: 'data_info' is malformed: {e}") from e
+  return parsed, *counts
+
+
+def _count(path: str, info: dict, key: str) -> int:
+  value = info[key]
+  if type(value) is not int or value < 1:  # pylint: disable=unidiomatic-typecheck
+    raise WorkdirError(f"{path}: data_info.{key} must be a positive integer; "
+                       f"got {value!r}")
+  return value
