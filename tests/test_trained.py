@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import datasets, train, trained
+from unetjax import datasets, trained
 from unetjax.errors import WorkdirError
 
 
@@ -38,7 +38,7 @@ def test_the_trainer_saves_what_the_model_was_built_from(workdir):
 
 def test_load_restores_the_same_state_without_reading_the_data(
     workdir, monkeypatch):
-  experiment, state, step = train.restore_workdir(workdir, "latest")
+  experiment, state, step = trained.restore_experiment(workdir, "latest")
 
   def no_data(config):
     raise AssertionError(f"dataset {config.data.name} was built")

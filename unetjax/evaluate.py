@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from unetjax import cli, datasets, parallel, plots, train
+from unetjax import cli, datasets, parallel, plots, train, trained
 from unetjax.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -48,7 +48,7 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
   out = out or os.path.join(workdir, "eval")
   if os.path.exists(out) and not os.path.isdir(out):
     raise ConfigError(f"--out={out}: is a file; expected a directory")
-  experiment, state, step = train.restore_workdir(workdir, checkpoint)
+  experiment, state, step = trained.restore_experiment(workdir, checkpoint)
   data = experiment.dataset.split(split)
   steps = train.jit_steps(experiment)
   computed = train.evaluate(experiment, steps, state, data)

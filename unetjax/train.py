@@ -435,26 +435,6 @@ def first_predictions(experiment: Experiment, steps: Steps, state,
   return batch, parallel.to_host(predictions)[:count], outputs
 
 
-def restore_workdir(workdir: str,
-                    checkpoint: str) -> tuple[Experiment, Any, int]:
-  """A workdir's experiment, its state from checkpoint 'best', 'latest' or
-  a step, and that step: what the evaluate and predict tools start from.
-
-  The checkpoint is looked up before the experiment is built, so a workdir
-  without it fails fast with CheckpointError.
-  """
-  config = config_lib.base_config()  # keys added since the run: defaults
-  config.update(config_lib.load_saved(workdir))
-  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
-                               best_metric=config.best_metric,
-                               best_mode=config.best_mode, read_only=True)
-  with checkpointing.closing(mngr):
-    step = checkpointing.resolve_step(mngr, checkpoint)
-    experiment = build_experiment(config)
-    state, _ = checkpointing.restore(mngr, step, experiment.state)
-  return experiment, state, step
-
-
 # --- the training loop -----------------------------------------------------
 
 

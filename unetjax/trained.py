@@ -8,8 +8,10 @@ The trainer saves in experiment.json what the model and optimizer were
 built from beyond the config (the dataset's `DataInfo`, the epoch length
 the schedule counts in); from it and config.json `load` rebuilds them as
 training did and restores a checkpoint into them. A workdir written before
-experiment.json existed is rebuilt the old way, data and all.
+experiment.json existed is rebuilt the old way, data and all, as
+`restore_experiment` does for `unetjax-evaluate`, which needs the data.
 """
+import contextlib
 import dataclasses
 import os
 from typing import Any
@@ -33,20 +35,17 @@ class Trained:
 
 
 def load(workdir: str, checkpoint: str) -> Trained:
-  """The run in `workdir` at checkpoint 'best', 'latest' or a step."""
+  """The run in `workdir` at checkpoint 'best', 'latest' or a step, its
+  model and task rebuilt without its data where experiment.json allows."""
   path = os.path.join(workdir, workdir_lib.FACTS_FILE)
   if not os.path.exists(path):
-    experiment, state, step = train.restore_workdir(workdir, checkpoint)
+    experiment, state, step = restore_experiment(workdir, checkpoint)
     return Trained(experiment.config, experiment.dataset.info,
                    experiment.task, experiment.graphdef, state, step)
-  config = config_lib.base_config()  # keys added since the run: defaults
-  config.update(config_lib.load_saved(workdir))
+  config = saved_config(workdir)
   config_lib.validate(config)
   info, steps_per_epoch, num_steps = read_facts(path)
-  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
-                               best_metric=config.best_metric,
-                               best_mode=config.best_mode, read_only=True)
-  with checkpointing.closing(mngr):
+  with _checkpoints(workdir, config) as mngr:
     step = checkpointing.resolve_step(mngr, checkpoint)
     task = tasks.build(config, info)
     schedule = schedules.build(config, steps_per_epoch, num_steps)
@@ -54,6 +53,36 @@ def load(workdir: str, checkpoint: str) -> Trained:
     state = jax.device_put(state, parallel.replicated(parallel.make_mesh()))
     state, _ = checkpointing.restore(mngr, step, state)
   return Trained(config, info, task, graphdef, state, step)
+
+
+def restore_experiment(workdir: str, checkpoint: str
+                       ) -> tuple[train.Experiment, Any, int]:
+  """The whole experiment of a workdir, data and all, its state from
+  checkpoint 'best', 'latest' or a step, and that step: what `evaluate`
+  starts from. The checkpoint is looked up before the experiment is built,
+  so a workdir without it fails fast with CheckpointError."""
+  config = saved_config(workdir)
+  with _checkpoints(workdir, config) as mngr:
+    step = checkpointing.resolve_step(mngr, checkpoint)
+    experiment = train.build_experiment(config)
+    state, _ = checkpointing.restore(mngr, step, experiment.state)
+  return experiment, state, step
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+  """config.json, with the defaults of keys added since the run."""
+  config = config_lib.base_config()
+  config.update(config_lib.load_saved(workdir))
+  return config
+
+
+@contextlib.contextmanager
+def _checkpoints(workdir: str, config: ml_collections.ConfigDict):
+  mngr = checkpointing.manager(workdir, keep=config.keep_checkpoints,
+                               best_metric=config.best_metric,
+                               best_mode=config.best_mode, read_only=True)
+  with checkpointing.closing(mngr):
+    yield mngr
 
 
 def read_facts(path: str) -> tuple[datasets.DataInfo, int, int]:
