@@ -21,26 +21,42 @@ def compare_curves(runs: dict[str, list[dict[str, float]]],
                    metrics: list[str], path: str,
                    steps: tuple[int, int] | None = None,
                    title: str = "") -> None:
-  """`learning_curves` of several runs overlaid, one colour per run."""
-  fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6),
-                           squeeze=False)
+  """`learning_curves` of several runs overlaid, one colour per run: train
+  as a line, val as dots on a thin line. One legend entry per run, beside
+  the plots, so eight trials do not cover the curves; losses on a log
+  scale, where a run near 1e-4 and one at 2.3 both stay readable."""
+  several = len(runs) > 1
+  fig, axes = plt.subplots(1, len(metrics), figsize=(
+      5 * len(metrics) + (2.2 if several else 0), 3.8), squeeze=False)
   for ax, metric in zip(axes[0], metrics):
+    positive = True
     for run, (name, records) in enumerate(runs.items()):
+      color = f"C{run % 10}" if several else None
       for split, style in (("train", "-"), ("val", "o-")):
         x, y = history.series(records, f"{split}/{metric}")
         if steps is not None:
           keep = (x >= steps[0]) & (x <= steps[1])
           x, y = x[keep], y[keep]
         if len(x):
-          ax.plot(x, y, style, label=f"{name} {split}".strip(),
-                  markersize=3, color=f"C{run}" if len(runs) > 1 else None)
+          positive &= bool(np.all(y > 0))
+          ax.plot(x, y, style, color=color, markersize=3,
+                  linewidth=1.5 if split == "train" else 0.6,
+                  label=(name if several else split) if (
+                      several and split == "train") or not several else None)
+    if metric.endswith("loss") and positive and ax.lines:
+      ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if not several:
+      ax.legend()
+  if several:
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center right",
+               fontsize=8, frameon=False)
   if title:
     fig.suptitle(title)
-  _save(fig, path)
+  _save(fig, path, rect=(0, 0, 1 - 2.1 / fig.get_figwidth(), 1)
+        if several else None)
 
 
 def segmentation_samples(images: np.ndarray, labels: np.ndarray,
@@ -149,9 +165,11 @@ def save_figure(fig, path: str) -> np.ndarray:
   return _save(fig, path)
 
 
-def _save(fig, path: str) -> np.ndarray:
+def _save(fig, path: str, rect=None) -> np.ndarray:
+  """Writes the figure (laid out inside `rect`, fractions of the figure:
+  left, bottom, right, top) and returns its pixels."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fig.tight_layout()
+  fig.tight_layout(rect=rect)
   fig.canvas.draw()
   pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
   tmp = path + ".tmp.png"
