@@ -41,8 +41,8 @@ def compare_curves(runs: dict[str, list[dict[str, float]]],
           positive &= bool(np.all(y > 0))
           ax.plot(x, y, style, color=color, markersize=3,
                   linewidth=1.5 if split == "train" else 0.6,
-                  label=(name if several else split) if (
-                      several and split == "train") or not several else None)
+                  label=(split if not several else
+                         name if split == "train" else None))
     if metric.endswith("loss") and positive and ax.lines:
       ax.set_yscale("log")
     ax.set_xlabel("step")

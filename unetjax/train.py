@@ -479,7 +479,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     start_step, seconds_before = meta["step"], meta["train_seconds"]
     logged: dict[str, float] = meta["logged"]
     workdir_lib.save_config(workdir, config)
-    workdir_lib.save_facts(workdir, experiment_facts(experiment))
+    _write_text(os.path.join(workdir, workdir_lib.FACTS_FILE),
+                json.dumps(experiment_facts(experiment), indent=2))
     logging.info("Model %s:\n%s", config.model.name, experiment.summary)
     _write_text(os.path.join(workdir, "model_summary.txt"),
                 experiment.summary)

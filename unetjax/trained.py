@@ -90,22 +90,20 @@ def read_facts(path: str) -> tuple[datasets.DataInfo, int, int]:
   facts = workdir_lib.read_json_object(
       path, WorkdirError, "a run's facts",
       "delete it to rebuild the model from the training data instead")
-  fields = {f.name: f.type for f in dataclasses.fields(datasets.DataInfo)}
+  fields = [f.name for f in dataclasses.fields(datasets.DataInfo)]
   info = facts.get("data_info")
   if not isinstance(info, dict) or set(info) != set(fields):
     raise WorkdirError(f"{path}: 'data_info' must be an object with keys "
                        f"{sorted(fields)}; got {info!r:.200}")
-  counts = []
-  for key in ("steps_per_epoch", "num_steps"):
-    value = facts.get(key)
-    if type(value) is not int or value < 1:  # pylint: disable=unidiomatic-typecheck
-      raise WorkdirError(f"{path}: {key!r} must be a positive integer; got "
-                         f"{value!r}")
-    counts.append(value)
+  counts = [_positive(path, repr(key), facts.get(key))
+            for key in ("steps_per_epoch", "num_steps")]
   try:
     parsed = datasets.DataInfo(
-        name=str(info["name"]), num_classes=_count(path, info, "num_classes"),
-        in_channels=_count(path, info, "in_channels"),
+        name=str(info["name"]),
+        num_classes=_positive(path, "data_info.num_classes",
+                              info["num_classes"]),
+        in_channels=_positive(path, "data_info.in_channels",
+                              info["in_channels"]),
         class_names=tuple(str(n) for n in info["class_names"]),
         instances=bool(info["instances"]))
   except TypeError as e:
@@ -113,9 +111,8 @@ def read_facts(path: str) -> tuple[datasets.DataInfo, int, int]:
   return parsed, *counts
 
 
-def _count(path: str, info: dict, key: str) -> int:
-  value = info[key]
+def _positive(path: str, name: str, value) -> int:
   if type(value) is not int or value < 1:  # pylint: disable=unidiomatic-typecheck
-    raise WorkdirError(f"{path}: data_info.{key} must be a positive integer; "
-                       f"got {value!r}")
+    raise WorkdirError(f"{path}: {name} must be a positive integer; got "
+                       f"{value!r}")
   return value

@@ -9,7 +9,6 @@ import fcntl
 import json
 import logging
 import os
-from typing import Any
 
 import ml_collections
 
@@ -166,14 +165,6 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   with open(tmp, "w") as f:
     f.write(config_lib.to_json(config))
   os.replace(tmp, path)
-
-
-def save_facts(workdir: str, facts: dict[str, Any]) -> None:
-  """Writes experiment.json (`train.experiment_facts`), atomically."""
-  path = os.path.join(workdir, FACTS_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(facts, f, indent=2)
-  os.replace(path + ".tmp", path)
 
 
 def read_json_object(path: str, error: type[Exception], what: str,
