@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import tiny_cells_config
 from tests.test_resume import final_state
 from unetjax import history, train
+from unetjax import health as health_lib
 from unetjax.errors import DivergenceError
 
 HEALTHY_STEPS = 4
@@ -104,13 +105,13 @@ def test_skipping_nonfinite_updates_keeps_the_state_of_the_last_good_step(
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
 def test_nonfinite_flags_name_exactly_the_bad_quantities(bad_value):
-  block = train.CHECK_BLOCK
+  block = health_lib.CHECK_BLOCK
   grads = {"a": np.zeros((3,), np.float32),  # small: checked per element
            "b": np.zeros((2, block), np.float32),  # whole rows
            "c": np.zeros((block + 5,), np.float32),  # last row padded
            "d": np.zeros((block - 1,), np.float32)}
   loss = np.float32(1.0)
-  flags = jax.jit(train.nonfinite_flags)
+  flags = jax.jit(health_lib.nonfinite_flags)
   # quantities: loss, then the gradients in key order a, b, c, d
   assert not flags(loss, grads).any()
   for name, index in [("a", 2), ("b", block), ("b", 2 * block - 1),

@@ -7,6 +7,7 @@ from flax import nnx
 
 from conftest import gradient_temporary_bytes, same_conv, tiny_cells_config
 from unetjax import input_pipeline, train
+from unetjax import health as health_lib
 from unetjax.models import layers
 from unetjax.models.unet import UNet
 
@@ -74,7 +75,7 @@ def first_step(dtype: str):
       augment_config=config.augment))
   state, metrics, _ = train.jit_steps(experiment).train(
       experiment.state, experiment.task.metrics_class.empty(),
-      train.initial_health(), batch)
+      health_lib.initial_health(), batch)
   return metrics.compute()["loss"], state
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import tiny_cells_config
 from unetjax import checkpointing, input_pipeline, parallel, train
+from unetjax import health as health_lib
 from unetjax.errors import ConfigError
 
 NUM_STEPS = 3
@@ -47,7 +48,7 @@ def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   state = experiment.state
   replicated = parallel.replicated(experiment.mesh)
   metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
-  health = jax.device_put(train.initial_health(), replicated)
+  health = jax.device_put(health_lib.initial_health(), replicated)
   for step in range(NUM_STEPS):
     batch = parallel.global_batch(next(batches), sharding)
     if step == 0:  # as training does: compile, then wait for the others

@@ -9,6 +9,7 @@ import numpy as np
 
 from tests.conftest import REPO, tiny_cells_config
 from unetjax import history, input_pipeline, parallel, train
+from unetjax import health as health_lib
 
 
 def _params(workdir, step):
@@ -42,7 +43,7 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
   losses = []
   for _ in range(3):
     metrics = experiment.task.metrics_class.empty()
-    state, metrics, _ = steps.train(state, metrics, train.initial_health(),
+    state, metrics, _ = steps.train(state, metrics, health_lib.initial_health(),
                                     batch)
     losses.append(float(metrics.compute()["loss"]))
   assert losses[2] < losses[0]
@@ -92,3 +93,4 @@ def test_cli_trains_and_rejects_an_unknown_override(tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0
   assert "modle" in bad.stderr
+

@@ -191,6 +191,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   """One fresh process's measurements of the package's own train step."""
   import jax  # pylint: disable=g-import-not-at-top
   from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
+  from unetjax import health as health_lib  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
   rss_at_start = peak_rss_bytes()
   started = time.perf_counter()
@@ -218,7 +219,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   state = experiment.state
   replicated = parallel.replicated(experiment.mesh)
   metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
-  health = jax.device_put(train.initial_health(), replicated)
+  health = jax.device_put(health_lib.initial_health(), replicated)
   batch = parallel.global_batch(next(stream), sharding)
   build_s = time.perf_counter() - started
   compile_start = time.perf_counter()

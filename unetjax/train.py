@@ -24,7 +24,6 @@ import time
 from typing import Any, Iterator
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx, serialization
@@ -34,8 +33,8 @@ from unetjax import config as config_lib
 from unetjax import datasets, history, host_memory, input_pipeline, models
 from unetjax import optimizers
 from unetjax import parallel, schedules, tasks, workdir as workdir_lib
-from unetjax import augment
-from unetjax.errors import ConfigError, DivergenceError, TrainingStopped
+from unetjax import augment, health as health_lib
+from unetjax.errors import ConfigError, TrainingStopped
 from unetjax.metrics import scalars
 
 
@@ -204,13 +203,13 @@ def train_step(graphdef, task, skip_nonfinite, state, metrics, health,
   new_state = nnx.state((model, optimizer))
   new_metrics = metrics.merge(
       task.metrics_class.single_from_model_output(**outputs))
-  bad = nonfinite_flags(loss, grads)
+  bad = health_lib.nonfinite_flags(loss, grads)
   if skip_nonfinite:
     after, new_metrics = jax.lax.cond(
         bad.any(), lambda: (before, metrics),
         lambda: (jax.tree.leaves(new_state), new_metrics))
     new_state = jax.tree.unflatten(jax.tree.structure(new_state), after)
-  return new_state, new_metrics, record_health(health, bad)
+  return new_state, new_metrics, health_lib.record_health(health, bad)
 
 
 def eval_step(graphdef, task, state, batch):
@@ -272,98 +271,6 @@ def compile_ahead(step, *args):
     compiled = step.lower(*args).compile()
   host_memory.release_free_heap()
   return compiled
-
-
-# --- numerical health --------------------------------------------------------
-
-
-def initial_health() -> dict[str, jax.Array]:
-  """Steps taken, the first with a non-finite quantity (0: none), which one
-  (an index into `quantity_names`) and how many steps had one."""
-  return {key: jnp.zeros((), jnp.int32) for key in
-          ("step", "first_bad_step", "first_bad_quantity", "bad_steps")}
-
-
-CHECK_BLOCK = 1024
-
-
-def nonfinite_flags(loss, grads) -> jax.Array:
-  """One flag per quantity: the loss and each gradient.
-
-  All quantities are checked in one reduction, not one each: those were
-  about 150 small kernels and 0.5-1 s of XLA compile on 2 cores. Quantities
-  of CHECK_BLOCK elements or more are cut into rows of that many (the last
-  padded with zeros), the smaller ones checked element by element, and each
-  row's or element's verdict goes to the quantity it came from.
-
-  The updated parameters are not checked: the package's optimizers keep
-  them finite while the gradients are (an overflowing update shows as a
-  non-finite loss one step later), and a check per parameter costs XLA
-  another few hundred small kernels to compile (about 0.7 s on 2 cores).
-  """
-  leaves = [loss] + jax.tree.leaves(grads)
-  small = [i for i, x in enumerate(leaves) if x.size < CHECK_BLOCK]
-  large = [i for i, x in enumerate(leaves) if x.size >= CHECK_BLOCK]
-  verdicts, owners = [], []
-  if small:
-    values = jnp.concatenate([leaves[i].ravel() for i in small])
-    verdicts.append(~jnp.isfinite(values))
-    owners.append(np.repeat(small, [leaves[i].size for i in small]))
-  if large:
-    rows = jnp.concatenate([_as_rows(leaves[i]) for i in large])
-    verdicts.append(~jnp.all(jnp.isfinite(rows), axis=1))
-    owners.append(np.repeat(large, [-(-leaves[i].size // CHECK_BLOCK)
-                                    for i in large]))
-  bad = jax.ops.segment_max(jnp.concatenate(verdicts).astype(jnp.int32),
-                            np.concatenate(owners),
-                            num_segments=len(leaves))
-  return bad > 0
-
-
-def _as_rows(x: jax.Array) -> jax.Array:
-  flat = x.ravel()
-  padding = -flat.size % CHECK_BLOCK
-  return jnp.pad(flat, (0, padding)).reshape(-1, CHECK_BLOCK)
-
-
-def record_health(health, bad) -> dict[str, jax.Array]:
-  step = health["step"] + 1
-  first = (health["first_bad_step"] == 0) & bad.any()
-  return {"step": step,
-          "first_bad_step": jnp.where(first, step, health["first_bad_step"]),
-          "first_bad_quantity": jnp.where(first, jnp.argmax(bad),
-                                          health["first_bad_quantity"]),
-          "bad_steps": health["bad_steps"] + bad.any()}
-
-
-def quantity_names(experiment: "Experiment") -> list[str]:
-  """What each of `nonfinite_flags` is about, for the error message."""
-  model, _ = nnx.merge(experiment.graphdef, experiment.state)
-  paths = [".".join(str(k) for k in path) for path, _ in
-           nnx.to_flat_state(nnx.state(model, nnx.Param))]
-  return ["loss"] + [f"the gradient of {p}" for p in paths]
-
-
-def check_health(health, names: list[str], skip_nonfinite: bool,
-                 last_checkpoint: int | None) -> int:
-  """Raises DivergenceError on a non-finite step unless skipping those.
-
-  Returns the number of skipped steps. Syncs with the device: call it when
-  logging or saving, not every step.
-  """
-  first = int(health["first_bad_step"])
-  if first and not skip_nonfinite:
-    if last_checkpoint:
-      kept, where = (f"checkpoint {last_checkpoint} is kept",
-                     " and add --fresh, or use a new --workdir")
-    else:
-      kept, where = "no checkpoint was saved", " and run again"
-    raise DivergenceError(
-        f"training diverged at step {first}: "
-        f"{names[int(health['first_bad_quantity'])]} is not finite (nan or "
-        f"inf); stopped without saving, {kept} (lower "
-        f"optimizer.learning_rate, or set skip_nonfinite_updates=True{where})")
-  return int(health["bad_steps"])
 
 
 # --- evaluation ------------------------------------------------------------
@@ -472,7 +379,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     if finished is not None:
       return finished
     state, loop, meta = _restore_or_init(experiment, mngr, _loop_tree(
-        empty_metrics(), jax.device_put(initial_health(), replicated)))
+        empty_metrics(),
+        jax.device_put(health_lib.initial_health(), replicated)))
     train_metrics = serialization.from_state_dict(empty_metrics(),
                                                   loop["train_metrics"])
     health = loop["health"]
@@ -491,7 +399,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
       if start_step == 0:
         writer.write_hparams(config_lib.flat_items(config.to_dict()))
       steps = jit_steps(experiment)
-      names = quantity_names(experiment)
+      names = health_lib.quantity_names(experiment)
       skip = config.skip_nonfinite_updates
       val = experiment.dataset.split("val")
       batches = input_pipeline.train_batches(
@@ -506,7 +414,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
 
       def save(step, metrics):
         """Checks the state is finite, then starts an async save."""
-        check_health(health, names, skip, mngr.latest_step())
+        health_lib.check_health(health, names, skip, mngr.latest_step())
         meta = {"step": step, "examples_seen": step * config.batch_size,
                 "train_seconds": seconds_before + train_seconds,
                 "logged": logged}
@@ -529,7 +437,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
         report(step)
         last = step == experiment.num_steps
         if step % config.log_every_steps == 0 or last:
-          skipped = check_health(health, names, skip, mngr.latest_step())
+          skipped = health_lib.check_health(health, names, skip,
+                                            mngr.latest_step())
           logged.update(_prefixed("train", scalars(train_metrics.compute())))
           logged["train/learning_rate"] = float(experiment.schedule(step - 1))
           if skip:
@@ -539,7 +448,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
           train_metrics = empty_metrics()
         if step % config.eval_every_steps == 0 or last:
           train_seconds += time.perf_counter() - started
-          check_health(health, names, skip, mngr.latest_step())
+          health_lib.check_health(health, names, skip, mngr.latest_step())
           val_metrics = evaluate(experiment, steps, state, val)
           logged.update(_prefixed("val", scalars(val_metrics)))
           writer.write_scalars(step, {k: v for k, v in logged.items()
