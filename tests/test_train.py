@@ -43,8 +43,8 @@ def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
   losses = []
   for _ in range(3):
     metrics = experiment.task.metrics_class.empty()
-    state, metrics, _ = steps.train(state, metrics, health_lib.initial_health(),
-                                    batch)
+    state, metrics, _ = steps.train(state, metrics,
+                                    health_lib.initial_health(), batch)
     losses.append(float(metrics.compute()["loss"]))
   assert losses[2] < losses[0]
 
@@ -94,3 +94,16 @@ def test_cli_trains_and_rejects_an_unknown_override(tmp_path):
   assert bad.returncode != 0
   assert "modle" in bad.stderr
 
+
+def test_importing_the_writers_hides_the_gpus_from_tensorflow_first():
+  """CLU's writer starts TensorFlow's runtime, after which the GPUs can no
+  longer be hidden from it (it would take their memory from JAX): importing
+  `writers` goes through `input_pipeline.tensorflow()` first."""
+  code = ("from unetjax import input_pipeline\n"
+          "assert input_pipeline.tensorflow.cache_info().currsize == 0\n"
+          "from unetjax import writers\n"
+          "print(input_pipeline.tensorflow.cache_info().currsize)\n")
+  done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.split() == ["1"]

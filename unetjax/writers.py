@@ -3,6 +3,9 @@
 Kept apart from `train` because CLU's writers import TensorFlow: training
 loads them when it starts writing, while building, benchmarking and stepping
 a model (on a GPU machine without TensorFlow, say) do not need them.
+Importing this module hides the GPUs from TensorFlow first: the TensorBoard
+writer starts TensorFlow's runtime, which would otherwise take GPU memory
+from JAX, and after which the GPUs can no longer be hidden.
 """
 import json
 import os
@@ -10,10 +13,15 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers, periodic_actions
-from clu.metric_writers import interface
 
 from unetjax import history
+from unetjax.input_pipeline import tensorflow
+
+tensorflow()  # the GPUs hidden from TensorFlow before CLU's writer imports it
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from clu import metric_writers, periodic_actions
+from clu.metric_writers import interface
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def create(workdir: str) -> metric_writers.MetricWriter:
