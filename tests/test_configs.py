@@ -93,7 +93,11 @@ def test_every_sweep_dry_runs(config_name, sweep_name, tmp_path, capsys):
 EXPECTED = {
     ("mnist_cnn.py", "variants"): [
         "mlp", "cnn", "cnn_pool_first", "cnn_sigmoid", "cnn_adam_lr0.01",
-        "cnn_adam_lr1e-3", "cnn_adam_bn", "cnn_adam_bn_steplr"],
+        "cnn_adam_lr1e-3", "cnn_adam_bn", "cnn_adam_bn_steplr", "cnn_bn",
+        "cnn_bn_steplr"],
+    ("mnist_cnn.py", "bn_steplr_recipes"): [
+        "adam_lr1e-3", "adam_lr1e-3_step1_gamma0.7", "sgd_lr0.1",
+        "sgd_lr0.05"],
     ("mnist_mlp.py", "mlp_vs_cnn"): ["mlp", "cnn"],
     ("isbi2012.py", "models"): ["standard", "standard_addition",
                                 "dilated_addition", "dilated_no_addition"],
@@ -127,10 +131,24 @@ def test_mnist_variants_recipe_and_what_each_changes():
   assert trials["cnn_pool_first"].model.order == "conv_pool_act"
   assert trials["cnn_sigmoid"].model.activation == "sigmoid"
   assert trials["cnn_adam_lr0.01"].optimizer.learning_rate == 0.01
-  best = trials["cnn_adam_bn_steplr"]
-  assert (best.optimizer.name, best.optimizer.learning_rate) == ("adam", 1e-3)
-  assert best.model.batchnorm and best.schedule.name == "step"
+  adam = trials["cnn_adam_bn_steplr"]
+  assert (adam.optimizer.name, adam.optimizer.learning_rate) == ("adam", 1e-3)
+  assert adam.model.batchnorm and adam.schedule.name == "step"
   assert not trials["cnn_adam_bn"].schedule.name == "step"
+  best = trials["cnn_bn_steplr"]  # the lr chosen by bn_steplr_recipes
+  assert (best.optimizer.name, best.optimizer.learning_rate) == ("sgd", 0.05)
+  assert best.optimizer.momentum == 0.9 and best.model.batchnorm
+  assert (best.schedule.name, best.schedule.step_size_epochs,
+          best.schedule.gamma) == ("step", 10, 0.2)
+  assert trials["cnn_bn"].schedule.name != "step"
+  assert trials["cnn_bn"].optimizer.learning_rate == 0.05
+  recipes = {t.name: t.config for t in sweep.load_trials(
+      path, "bn_steplr_recipes")}
+  assert recipes["sgd_lr0.05"].to_dict() == best.to_dict()
+  assert recipes["adam_lr1e-3"].to_dict() == adam.to_dict()
+  assert recipes["sgd_lr0.1"].optimizer.learning_rate == 0.1
+  step1 = recipes["adam_lr1e-3_step1_gamma0.7"].schedule
+  assert (step1.step_size_epochs, step1.gamma) == (1, 0.7)
 
 
 def test_isbi_models_standard_addition_has_the_standard_parameters():
