@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from unetjax import host_memory, train
+from unetjax import host_memory, steps as steps_lib
 
 MIB = 2**20
 
@@ -47,7 +47,7 @@ def test_compile_ahead_is_reused_by_the_jitted_step(caplog):
   step = jax.jit(lambda x: jnp.tanh(x) * 2)
   x = jnp.arange(5.0)
 
-  compiled = train.compile_ahead(step, x)
+  compiled = steps_lib.compile_ahead(step, x)
   with jax.log_compiles(), caplog.at_level(logging.WARNING):
     y = step(x)
 
@@ -63,7 +63,7 @@ def test_the_step_is_traced_with_the_garbage_collector_paused():
     collector_enabled_while_traced.append(gc.isenabled())
     return x + 1
 
-  train.compile_ahead(jax.jit(step), jnp.arange(3.0))
+  steps_lib.compile_ahead(jax.jit(step), jnp.arange(3.0))
 
   assert collector_enabled_while_traced == [False]
   assert gc.isenabled()

@@ -7,7 +7,7 @@ from flax import nnx
 
 from conftest import gradient_temporary_bytes, same_conv, tiny_cells_config
 from unetjax import input_pipeline, train
-from unetjax import health as health_lib
+from unetjax import health as health_lib, steps as steps_lib
 from unetjax.models import layers
 from unetjax.models.unet import UNet
 
@@ -73,7 +73,7 @@ def first_step(dtype: str):
       train.train_split(config, experiment.dataset),
       batch_size=config.batch_size, seed=0, start_step=0,
       augment_config=config.augment))
-  state, metrics, _ = train.jit_steps(experiment).train(
+  state, metrics, _ = steps_lib.jit_steps(experiment).train(
       experiment.state, experiment.task.metrics_class.empty(),
       health_lib.initial_health(), batch)
   return metrics.compute()["loss"], state

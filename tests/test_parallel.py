@@ -17,7 +17,7 @@ import pytest
 
 from conftest import tiny_cells_config
 from unetjax import checkpointing, input_pipeline, parallel, train
-from unetjax import health as health_lib
+from unetjax import health as health_lib, steps as steps_lib
 from unetjax.errors import ConfigError
 
 NUM_STEPS = 3
@@ -38,7 +38,7 @@ def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   """Loss and parameters after NUM_STEPS train steps, on every process."""
   experiment = train.build_experiment(tiny_config())
   config = experiment.config
-  steps = train.jit_steps(experiment)
+  steps = steps_lib.jit_steps(experiment)
   batches = input_pipeline.train_batches(
       train.train_split(config, experiment.dataset),
       batch_size=config.batch_size, seed=config.seed, start_step=0,
@@ -52,7 +52,7 @@ def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   for step in range(NUM_STEPS):
     batch = parallel.global_batch(next(batches), sharding)
     if step == 0:  # as training does: compile, then wait for the others
-      train.compile_ahead(steps.train, state, metrics, health, batch)
+      steps_lib.compile_ahead(steps.train, state, metrics, health, batch)
       parallel.sync_processes("compiled")
     state, metrics, health = steps.train(state, metrics, health, batch)
   loss = float(metrics.compute()["loss"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from tests.conftest import REPO, tiny_cells_config
 from unetjax import history, input_pipeline, parallel, train
-from unetjax import health as health_lib
+from unetjax import health as health_lib, steps as steps_lib
 
 
 def _params(workdir, step):
@@ -34,7 +34,7 @@ def _saved_config(workdir):
 
 def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
   experiment = train.build_experiment(tiny_cells_config())
-  steps = train.jit_steps(experiment)
+  steps = steps_lib.jit_steps(experiment)
   split = experiment.dataset.split("train")
   local = next(input_pipeline.eval_batches(split, batch_size=4))
   batch = parallel.global_batch({k: local[k] for k in ("image", "label")},

@@ -192,6 +192,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   import jax  # pylint: disable=g-import-not-at-top
   from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
   from unetjax import health as health_lib  # pylint: disable=g-import-not-at-top
+  from unetjax import steps as steps_lib  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
   rss_at_start = peak_rss_bytes()
   started = time.perf_counter()
@@ -202,7 +203,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
     config.dtype = dtype
   override(config, list(assignments))
   experiment = train.build_experiment(config)
-  steps_fns = train.jit_steps(experiment)
+  steps_fns = steps_lib.jit_steps(experiment)
   sharding = parallel.data_sharding(experiment.mesh)
   split = train.train_split(config, experiment.dataset)
 
@@ -223,7 +224,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   batch = parallel.global_batch(next(stream), sharding)
   build_s = time.perf_counter() - started
   compile_start = time.perf_counter()
-  compiled = train.compile_ahead(steps_fns.train, state, metrics, health,
+  compiled = steps_lib.compile_ahead(steps_fns.train, state, metrics, health,
                                  batch)
   compile_s = time.perf_counter() - compile_start
   state, metrics, health = jax.block_until_ready(steps_fns.train(

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from unetjax import cli, datasets, parallel, plots, train, trained
+from unetjax import cli, datasets, evaluation, parallel, plots, train, trained
+from unetjax import steps as steps_lib
 from unetjax.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -50,8 +51,8 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
     raise ConfigError(f"--out={out}: is a file; expected a directory")
   experiment, state, step = trained.restore_experiment(workdir, checkpoint)
   data = experiment.dataset.split(split)
-  steps = train.jit_steps(experiment)
-  computed = train.evaluate(experiment, steps, state, data)
+  steps = steps_lib.jit_steps(experiment)
+  computed = evaluation.evaluate(experiment, steps, state, data)
   columns = example_columns(experiment, steps, state, data)
   tag = f"{split}_{step}"
   report = {"workdir": os.path.abspath(workdir), "checkpoint_step": step,
@@ -70,20 +71,20 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
   else:
     for name, indices in picks.items():
       subset = data.select(indices)
-      batch, predictions, outputs = train.first_predictions(
+      batch, predictions, outputs = evaluation.first_predictions(
           experiment, steps, state, subset, count)
       experiment.task.figures(batch, predictions, outputs, computed,
                               os.path.join(out, f"{name}_{tag}"))
   return report
 
 
-def example_columns(experiment: train.Experiment, steps: train.Steps, state,
-                    split: datasets.Split) -> dict[str, np.ndarray]:
+def example_columns(experiment: train.Experiment, steps: steps_lib.Steps,
+                    state, split: datasets.Split) -> dict[str, np.ndarray]:
   """Per-example columns: id, every per-example task output, and for
   classifiers (one label per example) the true and predicted class."""
   sharding = parallel.data_sharding(experiment.mesh)
   parts = []
-  for local in train._eval_batches(experiment, split):  # pylint: disable=protected-access
+  for local in evaluation.eval_batches(experiment, split):
     predictions, outputs = steps.predict(
         state, parallel.global_batch(local, sharding))
     keep = local["mask"] > 0

@@ -30,7 +30,8 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
-from unetjax import cli, image_io, parallel, tiling, train, trained
+from unetjax import cli, image_io, parallel, tiling, trained
+from unetjax import steps as steps_lib
 from unetjax.errors import ConfigError, DataError
 from unetjax.models.unet import valid_input_sizes
 
@@ -79,12 +80,12 @@ class Segmenter:
     """Logits of a batch of tiles, dispatched without waiting for them.
 
     Each tile shape is compiled once, ahead of its first call, with the
-    garbage collector paused (`train.compile_ahead`)."""
+    garbage collector paused (`steps.compile_ahead`)."""
     key = tiles.shape
     if key not in self._compiled:
       started = time.perf_counter()
-      self._compiled[key] = train.compile_ahead(self._forward, self._state,
-                                                tiles)
+      self._compiled[key] = steps_lib.compile_ahead(self._forward,
+                                                    self._state, tiles)
       self.compile_seconds += time.perf_counter() - started
     return self._compiled[key](self._state, tiles)
 

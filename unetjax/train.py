@@ -14,18 +14,16 @@ uninterrupted runs end bit-identical on CPU.
 """
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from flax import nnx, serialization
 
 from unetjax import checkpointing
@@ -33,7 +31,8 @@ from unetjax import config as config_lib
 from unetjax import datasets, history, host_memory, input_pipeline, models
 from unetjax import optimizers
 from unetjax import parallel, schedules, tasks, workdir as workdir_lib
-from unetjax import augment, health as health_lib
+from unetjax import augment, evaluation, health as health_lib
+from unetjax import steps as steps_lib
 from unetjax.errors import ConfigError, TrainingStopped
 from unetjax.metrics import scalars
 
@@ -179,169 +178,6 @@ def _check_input_shape(model, config, split: datasets.Split) -> None:
                       f"model {config.model.name!r}: {reason}") from None
 
 
-# --- the jitted functions --------------------------------------------------
-
-
-def train_step(graphdef, task, skip_nonfinite, state, metrics, health,
-               batch):
-  """One optimizer step; returns the new state, metrics and health.
-
-  With `skip_nonfinite` a step with any non-finite quantity leaves the
-  state and metrics as they were (like `optax.apply_if_finite`, but for the
-  whole state: BatchNorm statistics and RNG counts too).
-  """
-  before = jax.tree.leaves(state)
-  model, optimizer = nnx.merge(graphdef, state)
-  model.train()
-
-  def loss_fn(model):
-    logits = model(task.inputs(batch))
-    return task.loss_and_outputs(logits, batch)
-
-  (loss, outputs), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-  optimizer.update(model, grads)
-  new_state = nnx.state((model, optimizer))
-  new_metrics = metrics.merge(
-      task.metrics_class.single_from_model_output(**outputs))
-  bad = health_lib.nonfinite_flags(loss, grads)
-  if skip_nonfinite:
-    after, new_metrics = jax.lax.cond(
-        bad.any(), lambda: (before, metrics),
-        lambda: (jax.tree.leaves(new_state), new_metrics))
-    new_state = jax.tree.unflatten(jax.tree.structure(new_state), after)
-  return new_state, new_metrics, health_lib.record_health(health, bad)
-
-
-def eval_step(graphdef, task, state, batch):
-  """Metrics of one eval batch, model in inference mode."""
-  model, _ = nnx.merge(graphdef, state)
-  model.eval()
-  _, outputs = task.loss_and_outputs(model(task.inputs(batch)), batch)
-  return task.metrics_class.single_from_model_output(**outputs)
-
-
-def eval_predict_step(graphdef, task, state, batch):
-  """Metrics and predictions of one eval batch."""
-  model, _ = nnx.merge(graphdef, state)
-  model.eval()
-  logits = model(task.inputs(batch))
-  _, outputs = task.loss_and_outputs(logits, batch)
-  return (task.metrics_class.single_from_model_output(**outputs),
-          task.predict(logits))
-
-
-def predict_step(graphdef, task, state, batch):
-  """Predictions and per-example metric outputs of one batch."""
-  model, _ = nnx.merge(graphdef, state)
-  model.eval()
-  logits = model(task.inputs(batch))
-  _, outputs = task.loss_and_outputs(logits, batch)
-  return task.predict(logits), outputs
-
-
-@dataclasses.dataclass
-class Steps:
-  """The compiled step functions of one experiment."""
-  train: Any
-  eval: Any
-  predict: Any
-  eval_predict: Any
-
-
-def jit_steps(experiment: Experiment) -> Steps:
-  bound = (experiment.graphdef, experiment.task)
-  replicated = parallel.replicated(experiment.mesh)
-  skip = experiment.config.skip_nonfinite_updates
-  return Steps(
-      train=jax.jit(functools.partial(train_step, *bound, skip),
-                    donate_argnums=(0, 1, 2),
-                    out_shardings=(replicated,) * 3),
-      eval=jax.jit(functools.partial(eval_step, *bound)),
-      predict=jax.jit(functools.partial(predict_step, *bound)),
-      eval_predict=jax.jit(functools.partial(eval_predict_step, *bound)))
-
-
-def compile_ahead(step, *args):
-  """Compiles a jitted step for these arguments before its first run, with
-  Python's garbage collector paused while it is traced, then gives the heap
-  the compiler freed back to the OS (both `host_memory`), so the step's
-  buffers do not come on top of it. Later calls of `step` reuse this
-  compilation; the compiled executable is returned for its analyses."""
-  with host_memory.garbage_collection_paused():
-    compiled = step.lower(*args).compile()
-  host_memory.release_free_heap()
-  return compiled
-
-
-# --- evaluation ------------------------------------------------------------
-
-
-def evaluate(experiment: Experiment, steps: Steps, state,
-             split: datasets.Split) -> dict[str, Any]:
-  """Task metrics over a whole split (padding excluded), with the task's
-  host-side scores (`split_scores`) where it has them."""
-  if hasattr(experiment.task, "object_scores"):
-    computed, rows = evaluate_objects(experiment, steps, state, split)
-    return {**computed, **experiment.task.split_scores(rows)}
-  sharding = parallel.data_sharding(experiment.mesh)
-  metrics = None
-  for local in _eval_batches(experiment, split):
-    batch_metrics = steps.eval(state, parallel.global_batch(local, sharding))
-    metrics = batch_metrics if metrics is None else metrics.merge(
-        batch_metrics)
-  return jax.tree.map(np.asarray, metrics.compute())
-
-
-def evaluate_objects(experiment: Experiment, steps: Steps, state,
-                     split: datasets.Split):
-  """(device metrics, per-example host scores in split order) of a task
-  with `object_scores`. Each batch's predictions come to the host once and
-  are scored there after the next batch was dispatched, so the device
-  computes while the host scores."""
-  sharding = parallel.data_sharding(experiment.mesh)
-  metrics, rows, indices, pending = None, [], [], None
-
-  def score(local, predictions):
-    rows.extend(experiment.task.object_scores(
-        local, parallel.local_rows(predictions)))
-    indices.extend(local["index"][local["mask"] > 0].tolist())
-  for local in _eval_batches(experiment, split):
-    batch_metrics, predictions = steps.eval_predict(
-        state, parallel.global_batch(local, sharding))
-    metrics = batch_metrics if metrics is None else metrics.merge(
-        batch_metrics)
-    if pending is not None:
-      score(*pending)
-    pending = (local, predictions)
-  score(*pending)
-  rows = parallel.gather_rows(rows, indices)
-  return jax.tree.map(np.asarray, metrics.compute()), rows
-
-
-def _eval_batches(experiment, split,
-                  by_size: bool = True) -> Iterator[dict[str, np.ndarray]]:
-  """Eval batches; variable-size splits of a SAME-padded model (it takes
-  any multiple of 32) in size-sorted batches (`input_pipeline`)."""
-  same = experiment.config.model.get("padding", "SAME") == "SAME"
-  return input_pipeline.eval_batches(
-      split, batch_size=experiment.config.eval_batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      by_size=by_size and same)
-
-
-def first_predictions(experiment: Experiment, steps: Steps, state,
-                      split: datasets.Split, count: int):
-  """The first `count` examples of a split with predictions and outputs."""
-  sharding = parallel.data_sharding(experiment.mesh)
-  local = next(_eval_batches(experiment, split, by_size=False))
-  predictions, outputs = steps.predict(
-      state, parallel.global_batch(local, sharding))
-  count = min(count, len(split), len(local["mask"]))
-  batch = {k: v[:count] for k, v in local.items()}
-  outputs = {k: parallel.to_host(v)[:count] for k, v in outputs.items()}
-  return batch, parallel.to_host(predictions)[:count], outputs
-
-
 # --- the training loop -----------------------------------------------------
 
 
@@ -398,7 +234,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     with contextlib.closing(writer), _StopSignals() as stop:
       if start_step == 0:
         writer.write_hparams(config_lib.flat_items(config.to_dict()))
-      steps = jit_steps(experiment)
+      steps = steps_lib.jit_steps(experiment)
       names = health_lib.quantity_names(experiment)
       skip = config.skip_nonfinite_updates
       val = experiment.dataset.split("val")
@@ -427,7 +263,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = parallel.global_batch(next(batches), sharding)
           if step == start_step + 1:
-            compile_ahead(steps.train, state, train_metrics, health, batch)
+            steps_lib.compile_ahead(steps.train, state, train_metrics, health,
+                                    batch)
             parallel.sync_processes("compiled")  # before its all-reduce
           state, train_metrics, health = steps.train(
               state, train_metrics, health, batch)
@@ -449,7 +286,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
         if step % config.eval_every_steps == 0 or last:
           train_seconds += time.perf_counter() - started
           health_lib.check_health(health, names, skip, mngr.latest_step())
-          val_metrics = evaluate(experiment, steps, state, val)
+          val_metrics = evaluation.evaluate(experiment, steps, state, val)
           logged.update(_prefixed("val", scalars(val_metrics)))
           writer.write_scalars(step, {k: v for k, v in logged.items()
                                       if k.startswith("val/")})
@@ -569,7 +406,7 @@ def _draw(experiment, steps, state, split, computed, workdir, writer,
     return
   config = experiment.config
   plots_dir = os.path.join(workdir, "plots")
-  batch, predictions, outputs = first_predictions(
+  batch, predictions, outputs = evaluation.first_predictions(
       experiment, steps, state, split, config.num_sample_images)
   images = experiment.task.figures(batch, predictions, outputs, computed,
                                    plots_dir)
@@ -593,7 +430,7 @@ def _final_metrics(experiment, steps, state, workdir, logged, train_seconds,
       "val": {k[4:]: v for k, v in logged.items() if k.startswith("val/")},
   }
   if experiment.dataset.has_split("test"):
-    test = evaluate(experiment, steps, state,
+    test = evaluation.evaluate(experiment, steps, state,
                     experiment.dataset.split("test"))
     final["test"] = scalars(test)
   if jax.process_index() == 0:

@@ -1,0 +1,102 @@
+"""The jitted functions of an experiment: one optimizer step, evaluation and
+prediction of a batch, and compiling a step ahead of its first call.
+`jit_steps` binds them to a `train.Experiment`'s model and task."""
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+from flax import nnx
+
+from unetjax import health as health_lib, host_memory, parallel
+
+
+def train_step(graphdef, task, skip_nonfinite, state, metrics, health,
+               batch):
+  """One optimizer step; returns the new state, metrics and health.
+
+  With `skip_nonfinite` a step with any non-finite quantity leaves the
+  state and metrics as they were (like `optax.apply_if_finite`, but for the
+  whole state: BatchNorm statistics and RNG counts too).
+  """
+  before = jax.tree.leaves(state)
+  model, optimizer = nnx.merge(graphdef, state)
+  model.train()
+
+  def loss_fn(model):
+    logits = model(task.inputs(batch))
+    return task.loss_and_outputs(logits, batch)
+
+  (loss, outputs), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  optimizer.update(model, grads)
+  new_state = nnx.state((model, optimizer))
+  new_metrics = metrics.merge(
+      task.metrics_class.single_from_model_output(**outputs))
+  bad = health_lib.nonfinite_flags(loss, grads)
+  if skip_nonfinite:
+    after, new_metrics = jax.lax.cond(
+        bad.any(), lambda: (before, metrics),
+        lambda: (jax.tree.leaves(new_state), new_metrics))
+    new_state = jax.tree.unflatten(jax.tree.structure(new_state), after)
+  return new_state, new_metrics, health_lib.record_health(health, bad)
+
+
+def eval_step(graphdef, task, state, batch):
+  """Metrics of one eval batch, model in inference mode."""
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  _, outputs = task.loss_and_outputs(model(task.inputs(batch)), batch)
+  return task.metrics_class.single_from_model_output(**outputs)
+
+
+def eval_predict_step(graphdef, task, state, batch):
+  """Metrics and predictions of one eval batch."""
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  logits = model(task.inputs(batch))
+  _, outputs = task.loss_and_outputs(logits, batch)
+  return (task.metrics_class.single_from_model_output(**outputs),
+          task.predict(logits))
+
+
+def predict_step(graphdef, task, state, batch):
+  """Predictions and per-example metric outputs of one batch."""
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  logits = model(task.inputs(batch))
+  _, outputs = task.loss_and_outputs(logits, batch)
+  return task.predict(logits), outputs
+
+
+@dataclasses.dataclass
+class Steps:
+  """The compiled step functions of one experiment."""
+  train: Any
+  eval: Any
+  predict: Any
+  eval_predict: Any
+
+
+def jit_steps(experiment) -> Steps:
+  bound = (experiment.graphdef, experiment.task)
+  replicated = parallel.replicated(experiment.mesh)
+  skip = experiment.config.skip_nonfinite_updates
+  return Steps(
+      train=jax.jit(functools.partial(train_step, *bound, skip),
+                    donate_argnums=(0, 1, 2),
+                    out_shardings=(replicated,) * 3),
+      eval=jax.jit(functools.partial(eval_step, *bound)),
+      predict=jax.jit(functools.partial(predict_step, *bound)),
+      eval_predict=jax.jit(functools.partial(eval_predict_step, *bound)))
+
+
+def compile_ahead(step, *args):
+  """Compiles a jitted step for these arguments before its first run, with
+  Python's garbage collector paused while it is traced, then gives the heap
+  the compiler freed back to the OS (both `host_memory`), so the step's
+  buffers do not come on top of it. Later calls of `step` reuse this
+  compilation; the compiled executable is returned for its analyses."""
+  with host_memory.garbage_collection_paused():
+    compiled = step.lower(*args).compile()
+  host_memory.release_free_heap()
+  return compiled
