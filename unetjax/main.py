@@ -6,12 +6,11 @@ reported in one line, without a traceback, and exit 1. SIGTERM or SIGINT
 save a checkpoint and exit 128 + the signal number; re-running the same
 command resumes.
 """
-import logging as std_logging
 import re
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from unetjax import cli

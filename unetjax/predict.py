@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 from unetjax import cli, image_io, parallel, tiling, trained
