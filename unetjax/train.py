@@ -1,13 +1,17 @@
 """Training and evaluation: config in, checkpoints, logs and plots out.
 
-The hot loop runs one jitted step per batch on a split NNX state
-(`nnx.split` once, `nnx.merge` inside the traced function): no Python graph
-walking per step, no host sync except at log and eval intervals, and the
-state buffers donated. Metrics accumulate on device in CLU collections.
+The experiment is built here (data, task, model and optimizer from their
+registries) and the loop runs it. The hot loop runs one jitted step per
+batch (`steps`) on a split NNX state (`nnx.split` once, `nnx.merge` inside
+the traced function): no Python graph walking per step, no host sync
+except at log and eval intervals, and the state buffers donated. Metrics
+accumulate on device in CLU collections; evaluation over a split is
+`evaluation`.
 
 Reliability (docs/reliability.md): the step also records, on device, the
-first step whose loss or gradient was not finite; the host looks at it
-only when it logs or saves, so a diverged state is never checkpointed.
+first step whose loss or gradient was not finite (`health`); the host
+looks at it only when it logs or saves, so a diverged state is never
+checkpointed.
 SIGTERM and SIGINT end the run after the current step with a checkpoint,
 and a checkpoint holds everything the loop carries, so stopped, killed and
 uninterrupted runs end bit-identical on CPU.
