@@ -224,8 +224,8 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   batch = parallel.global_batch(next(stream), sharding)
   build_s = time.perf_counter() - started
   compile_start = time.perf_counter()
-  compiled = steps_lib.compile_ahead(steps_fns.train, state, metrics, health,
-                                 batch)
+  compiled = steps_lib.compile_ahead(steps_fns.train, state, metrics,
+                                     health, batch)
   compile_s = time.perf_counter() - compile_start
   state, metrics, health = jax.block_until_ready(steps_fns.train(
       state, metrics, health, batch))
