@@ -16,6 +16,7 @@ TensorFlow is imported here only; any GPU is hidden from it so it never
 takes memory JAX needs.
 """
 import functools
+import sys
 from typing import Iterator
 
 import ml_collections
@@ -30,7 +31,23 @@ _MAX_EPOCHS = 2 ** 31 - 1
 
 @functools.cache
 def tensorflow():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  """TensorFlow, imported once, with the GPUs hidden from it.
+
+  Keras is kept out of the import: TensorFlow's `__init__` imports Keras 3
+  (and, through it, scikit-learn and matplotlib) only to register Keras's
+  optimizers for SavedModel, and goes on without it when it cannot be
+  imported; `tf.data` never needs it. That is 1.2-1.8 s of every process
+  that reads data (docs/performance.md). `tf.keras` still imports it on
+  first use (CLU's TensorBoard writer does).
+  """
+  hide = "keras" not in sys.modules and "tensorflow" not in sys.modules
+  if hide:
+    sys.modules["keras"] = None  # an import of it raises ImportError
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  finally:
+    if hide and sys.modules.get("keras", 0) is None:
+      del sys.modules["keras"]
   tf.config.set_visible_devices([], "GPU")
   return tf
 
