@@ -107,3 +107,63 @@ def test_importing_the_writers_hides_the_gpus_from_tensorflow_first():
                         capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.split() == ["1"]
+
+
+def test_tensorflow_is_imported_without_keras_which_still_loads_on_use():
+  """`input_pipeline.tensorflow()` keeps Keras (and scikit-learn, which it
+  imports) out of TensorFlow's import; `tf.data` works, `tf.keras` still
+  loads Keras when used, and a Keras the process already had is left as
+  it is."""
+  fresh = ("import sys\n"
+           "from unetjax import input_pipeline\n"
+           "tf = input_pipeline.tensorflow()\n"
+           "print('keras' in sys.modules, 'sklearn' in sys.modules)\n"
+           "print(list(tf.data.Dataset.range(3).map(lambda x: 2 * x)"
+           ".as_numpy_iterator()))\n"
+           "print(tf.keras.callbacks.Callback.__module__.split('.')[0])\n")
+  had = ("import sys, keras\n"
+         "from unetjax import input_pipeline\n"
+         "input_pipeline.tensorflow()\n"
+         "print(sys.modules['keras'] is keras)\n")
+  outputs = []
+  for code in (fresh, had):
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs.append(done.stdout.splitlines())
+  assert outputs[0] == ["False False", "[np.int64(0), np.int64(2), "
+                        "np.int64(4)]", "keras"]
+  assert outputs[1] == ["True"]
+
+
+def test_initialize_gives_the_modules_graph_and_the_eager_values():
+  """One traced program initialises the model and optimizer: the graph
+  definition kept from that trace is the one an abstract build gives, and
+  the values are those of building the modules eagerly, op by op."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from unetjax import models  # pylint: disable=g-import-not-at-top
+  config = tiny_cells_config()
+
+  def create():
+    model = models.build(config, in_channels=1, num_outputs=2,
+                         rngs=nnx.Rngs(params=3, dropout=4))
+    return model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+  def structure(graphdef):  # each create() has an optax chain of its own
+    return graphdef.nodes, [(k, type(v.value) if k == "tx" else v)
+                            for k, v in graphdef.attributes]
+
+  graphdef, state = train.initialize(create)
+  abstract_graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
+  assert structure(graphdef) == structure(abstract_graphdef)
+  eager_graphdef, eager_state = nnx.split(create())
+  assert structure(graphdef) == structure(eager_graphdef)
+  traced, eager = jax.tree.leaves(state), jax.tree.leaves(eager_state)
+  assert len(traced) == len(eager) == len(jax.tree.leaves(abstract_state))
+  assert len(traced) > 10
+  for got, want in zip(traced, eager):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
+  merged, _ = nnx.merge(graphdef, state)
+  assert models.count_params(merged) == models.count_params(
+      nnx.merge(eager_graphdef, eager_state)[0])
