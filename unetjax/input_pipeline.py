@@ -16,13 +16,12 @@ TensorFlow is imported here only; any GPU is hidden from it so it never
 takes memory JAX needs.
 """
 import functools
-import sys
 from typing import Iterator
 
 import ml_collections
 import numpy as np
 
-from unetjax import augment
+from unetjax import augment, unused_imports
 from unetjax.datasets import Split
 from unetjax.errors import ConfigError
 
@@ -40,14 +39,8 @@ def tensorflow():
   that reads data (docs/performance.md). `tf.keras` still imports it on
   first use (CLU's TensorBoard writer does).
   """
-  hide = "keras" not in sys.modules and "tensorflow" not in sys.modules
-  if hide:
-    sys.modules["keras"] = None  # an import of it raises ImportError
-  try:
+  with unused_imports.hidden("keras"):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  finally:
-    if hide and sys.modules.get("keras", 0) is None:
-      del sys.modules["keras"]
   tf.config.set_visible_devices([], "GPU")
   return tf
 

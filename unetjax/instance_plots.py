@@ -24,9 +24,9 @@ def overlay(image: np.ndarray, ids: np.ndarray,
 def instance_samples(images, truths, predicted, titles,
                      path: str) -> np.ndarray:
   """Rows of image | true objects | predicted objects; returns RGB pixels."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = len(images)
-  fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows), squeeze=False)
+  fig, axes = plots.pyplot().subplots(rows, 3, figsize=(9, 3 * rows),
+                                      squeeze=False)
   for i in range(rows):
     image = np.asarray(images[i], np.float32)
     gray = image[..., 0] if image.shape[-1] == 1 else image

@@ -1,13 +1,21 @@
 """The pictures a person looks at: learning curves and prediction grids."""
+import functools
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 
 from unetjax import history
+
+
+@functools.cache
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (files, never a window), imported
+  on the first drawing: that is at the first evaluation, and the import
+  (0.3-0.4 s) need not come before the first train step."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
 
 def learning_curves(records: list[dict[str, float]], metrics: list[str],
@@ -26,7 +34,7 @@ def compare_curves(runs: dict[str, list[dict[str, float]]],
   the plots, so eight trials do not cover the curves; losses on a log
   scale, where a run near 1e-4 and one at 2.3 both stay readable."""
   several = len(runs) > 1
-  fig, axes = plt.subplots(1, len(metrics), figsize=(
+  fig, axes = pyplot().subplots(1, len(metrics), figsize=(
       5 * len(metrics) + (2.2 if several else 0), 3.8), squeeze=False)
   for ax, metric in zip(axes[0], metrics):
     positive = True
@@ -65,7 +73,8 @@ def segmentation_samples(images: np.ndarray, labels: np.ndarray,
                          row_titles: list[str] | None = None) -> np.ndarray:
   """Rows of image | label | prediction; returns the figure as RGB pixels."""
   rows = len(images)
-  fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+  fig, axes = pyplot().subplots(rows, 3, figsize=(7.5, 2.5 * rows),
+                                squeeze=False)
   for i in range(rows):
     image = images[i]
     image = image[..., 0] if image.shape[-1] == 1 else image
@@ -89,7 +98,7 @@ def confusion_matrix(counts: np.ndarray, class_names: list[str], path: str,
   """
   counts = np.asarray(counts)
   size = max(4.0, 1.5 + 0.45 * len(counts))
-  fig, ax = plt.subplots(figsize=(size, size))
+  fig, ax = pyplot().subplots(figsize=(size, size))
   shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
   ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
   for (i, j), count in np.ndenumerate(counts):
@@ -108,8 +117,10 @@ def multiclass_samples(images: np.ndarray, labels: np.ndarray,
                        predictions: np.ndarray, class_names: tuple[str, ...],
                        scores: np.ndarray, path: str) -> np.ndarray:
   """Rows of image | label | prediction in class colours, with a legend."""
+  import matplotlib as mpl  # pylint: disable=g-import-not-at-top
+  plt = pyplot()
   colors = plt.get_cmap("tab10").colors[:len(class_names)]
-  cmap = matplotlib.colors.ListedColormap(colors)
+  cmap = mpl.colors.ListedColormap(colors)
   rows = len(images)
   fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
   for i in range(rows):
@@ -120,7 +131,7 @@ def multiclass_samples(images: np.ndarray, labels: np.ndarray,
       ax.imshow(mask, cmap=cmap, vmin=-0.5, vmax=len(class_names) - 0.5,
                 interpolation="nearest")
       _show(ax, None, name)
-  axes[0, 2].legend(handles=[matplotlib.patches.Patch(color=c, label=n)
+  axes[0, 2].legend(handles=[mpl.patches.Patch(color=c, label=n)
                              for c, n in zip(colors, class_names)],
                     loc="upper right", fontsize=6, framealpha=0.8)
   return _save(fig, path)
@@ -131,7 +142,8 @@ def colorization_samples(gray: np.ndarray, truth: np.ndarray,
                          path: str) -> np.ndarray:
   """Rows of grayscale input | true colour | predicted colour, with PSNR."""
   rows = len(gray)
-  fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+  fig, axes = pyplot().subplots(rows, 3, figsize=(7.5, 2.5 * rows),
+                                squeeze=False)
   for i in range(rows):
     _show(axes[i, 0], gray[i][..., 0], "grayscale input")
     _show(axes[i, 1], truth[i], "truth")
@@ -143,8 +155,9 @@ def image_grid(images: list[np.ndarray], titles: list[str], path: str,
                columns: int) -> np.ndarray:
   """Images (gray or RGB in [0, 1]) in rows of `columns`, each titled."""
   rows = -(-len(images) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.3 * rows),
-                           squeeze=False)
+  fig, axes = pyplot().subplots(rows, columns,
+                                figsize=(2.6 * columns, 3.3 * rows),
+                                squeeze=False)
   for ax in axes.flat:
     ax.axis("off")
   for ax, image, title in zip(axes.flat, images, titles):
@@ -175,5 +188,5 @@ def _save(fig, path: str, rect=None) -> np.ndarray:
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=100)
   os.replace(tmp, path)
-  plt.close(fig)
+  pyplot().close(fig)
   return pixels

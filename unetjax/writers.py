@@ -14,14 +14,20 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from unetjax import history
+from unetjax import history, unused_imports
 from unetjax.input_pipeline import tensorflow
 
 tensorflow()  # the GPUs hidden from TensorFlow before CLU's writer imports it
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from clu import metric_writers, periodic_actions
-from clu.metric_writers import interface
-# pylint: enable=g-import-not-at-top,wrong-import-position
+# TensorBoard's hparams plugin, which CLU's writer imports, subclasses a
+# `tf.keras` class, so Keras is imported here; what Keras then imports only
+# for its scikit-learn wrappers and its image-gallery plot is not:
+# scikit-learn (about 1 s) and pyplot (0.3-0.4 s, loaded by `plots` when
+# the first evaluation draws).
+with unused_imports.hidden("sklearn", "matplotlib.pyplot"):
+  # pylint: disable=g-import-not-at-top,wrong-import-position
+  from clu import metric_writers, periodic_actions
+  from clu.metric_writers import interface
+  # pylint: enable=g-import-not-at-top,wrong-import-position
 
 
 def create(workdir: str) -> metric_writers.MetricWriter:
