@@ -80,3 +80,60 @@ def test_a_paused_collector_stays_as_the_caller_left_it():
   with host_memory.garbage_collection_paused():
     assert not gc.isenabled()
   assert gc.isenabled()
+
+
+def test_the_start_pause_lasts_until_start_done_and_only_once():
+  assert gc.isenabled()
+  try:
+    host_memory.pause_collection_for_start()
+    assert not gc.isenabled()
+    with host_memory.garbage_collection_paused():  # a trace meanwhile
+      pass
+    assert not gc.isenabled()  # still paused: the start is not over
+    host_memory.start_done()
+    assert gc.isenabled()
+    gc.disable()  # someone else's pause, after the start
+    host_memory.start_done()  # a second call changes nothing
+    assert not gc.isenabled()
+  finally:
+    gc.enable()
+
+
+def test_a_collector_already_off_is_left_off_by_the_start():
+  gc.disable()
+  try:
+    host_memory.pause_collection_for_start()
+    host_memory.start_done()
+    assert not gc.isenabled()
+  finally:
+    gc.enable()
+
+
+def test_training_turns_the_collector_back_on_after_its_first_step(
+    tiny_config, tmp_path):
+  from unetjax import train  # pylint: disable=g-import-not-at-top
+  enabled_at_steps = []
+  first_step = train.steps_lib.compile_ahead
+
+  def noting(*args):  # called just before the first step
+    enabled_at_steps.append(gc.isenabled())
+    return first_step(*args)
+
+  host_memory.pause_collection_for_start()
+  try:
+    train.steps_lib.compile_ahead = noting
+    train.train_and_evaluate(tiny_config(num_steps=2, eval_every_steps=2),
+                             str(tmp_path / "wd"))
+    assert enabled_at_steps == [False]
+    assert gc.isenabled()
+  finally:
+    train.steps_lib.compile_ahead = first_step
+    host_memory.start_done()
+    gc.enable()
+
+
+def test_a_command_line_that_fails_before_training_turns_it_back_on():
+  from unetjax import main  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit):
+    main.run(["unetjax-train", "--help"])
+  assert gc.isenabled()

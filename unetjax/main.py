@@ -164,8 +164,14 @@ def exit_without_teardown() -> None:
 
 
 def run(argv: list[str] | None = None):
-  """Console-script entry point (`unetjax-train`)."""
-  cli.run(main, sys.modules[__name__], argv, flags_parser=parse_flags)
+  """Console-script entry point (`unetjax-train`). The garbage collector
+  stays off until the first train step is done (`host_memory`)."""
+  from unetjax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.pause_collection_for_start()
+  try:
+    cli.run(main, sys.modules[__name__], argv, flags_parser=parse_flags)
+  finally:  # a run that stopped before its first step (errors, --help)
+    host_memory.start_done()
 
 
 if __name__ == "__main__":

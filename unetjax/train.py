@@ -283,6 +283,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
         if step == start_step + 1:  # a mark for `benchmark --startup`
           jax.block_until_ready(health)
           logging.info("First train step done.")
+          host_memory.start_done()  # the collector back on (main.run)
         report(step)
         last = step == experiment.num_steps
         if step % config.log_every_steps == 0 or last:
