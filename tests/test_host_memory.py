@@ -113,21 +113,21 @@ def test_training_turns_the_collector_back_on_after_its_first_step(
     tiny_config, tmp_path):
   from unetjax import train  # pylint: disable=g-import-not-at-top
   enabled_at_steps = []
-  first_step = train.steps_lib.compile_ahead
+  wait = train.steps_lib.CompilingAhead.wait
 
-  def noting(*args):  # called just before the first step
+  def noting(self, *args):  # called just before the first step
     enabled_at_steps.append(gc.isenabled())
-    return first_step(*args)
+    return wait(self, *args)
 
   host_memory.pause_collection_for_start()
   try:
-    train.steps_lib.compile_ahead = noting
+    train.steps_lib.CompilingAhead.wait = noting
     train.train_and_evaluate(tiny_config(num_steps=2, eval_every_steps=2),
                              str(tmp_path / "wd"))
     assert enabled_at_steps == [False]
     assert gc.isenabled()
   finally:
-    train.steps_lib.compile_ahead = first_step
+    train.steps_lib.CompilingAhead.wait = wait
     host_memory.start_done()
     gc.enable()
 

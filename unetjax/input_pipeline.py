@@ -102,6 +102,30 @@ def train_batches(split: Split, *, batch_size: int, seed: int,
   return _numpy_iterator(tf, ds)
 
 
+def train_batch_shapes(split: Split, *, batch_size: int,
+                       augment_config: ml_collections.ConfigDict
+                       ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """(shape, dtype) of each entry of the global training batches that
+  `train_batches` yields (every process's rows together), worked out
+  without TensorFlow, so the train step can be compiled for them while
+  TensorFlow is still being imported. Images come as float32; a crop sets
+  the height and width of the image and of every per-pixel entry; the
+  true `size` of a variable-size example is used by the crop and dropped.
+  tests/test_input_shapes.py checks them against real batches.
+  """
+  height, width = split.images.shape[1:3]
+  if augment_config.crop_size:
+    height = width = augment_config.crop_size
+  pixels = (batch_size, height, width)
+  labels = split.labels
+  shapes = {"image": (pixels + split.images.shape[3:], np.dtype(np.float32)),
+            "label": (pixels if labels.ndim == 3
+                      else (batch_size,) + labels.shape[1:], labels.dtype)}
+  for name, values in split.maps.items():
+    shapes[name] = (pixels, values.dtype)
+  return shapes
+
+
 def eval_batches(split: Split, *, batch_size: int, process_index: int = 0,
                  process_count: int = 1, by_size: bool = False,
                  align: int = 32) -> Iterator[dict[str, np.ndarray]]:

@@ -1,8 +1,11 @@
 """The jitted functions of an experiment: one optimizer step, evaluation and
-prediction of a batch, and compiling a step ahead of its first call.
+prediction of a batch, and compiling a step ahead of its first call (in a
+thread, `CompilingAhead`, while the rest of the start goes on).
 `jit_steps` binds them to a `train.Experiment`'s model and task."""
 import dataclasses
 import functools
+import logging
+import threading
 from typing import Any
 
 import jax
@@ -100,3 +103,71 @@ def compile_ahead(step, *args):
     compiled = step.lower(*args).compile()
   host_memory.release_free_heap()
   return compiled
+
+
+def abstract_batch(shapes: dict[str, tuple[tuple[int, ...], Any]],
+                   sharding) -> dict[str, jax.ShapeDtypeStruct]:
+  """Stand-ins for a global batch of these (shape, dtype)s
+  (`input_pipeline.train_batch_shapes`), laid out as `sharding`."""
+  return {name: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+          for name, (shape, dtype) in shapes.items()}
+
+
+def _signature(args) -> list[tuple[tuple[int, ...], Any]]:
+  return [(tuple(x.shape), x.dtype) for x in jax.tree.leaves(args)]
+
+
+class CompilingAhead:
+  """`step` lowered here for `args` (arrays, or `jax.ShapeDtypeStruct`s for
+  arrays not made yet) and compiled in a thread meanwhile: XLA's compiler
+  releases the GIL, so a cold compile of the train step (seconds, on
+  several cores) overlaps what the start does next (importing TensorFlow,
+  creating the writers, starting the input pipeline). Lowering stays in
+  the calling thread, with the garbage collector paused (`compile_ahead`),
+  so no two threads trace or import at once.
+
+  `wait(*real_args)` before the step's first call: it joins the thread,
+  re-raises what the compile raised, and checks the real arguments have
+  the shapes and dtypes the step was compiled for; where they do not (a
+  stand-in that was wrong) it says so in a warning and compiles for them,
+  so a wrong stand-in costs a compile, never a result. Use it as a context
+  manager so the thread is joined however the block ends.
+  """
+
+  def __init__(self, step, *args):
+    self._step = step
+    self._expected = _signature(args)
+    self._compiled, self._error = None, None
+    with host_memory.garbage_collection_paused():
+      lowered = step.lower(*args)
+    self._thread = threading.Thread(target=self._compile, args=(lowered,),
+                                    name="compile-ahead")
+    self._thread.start()
+
+  def _compile(self, lowered):
+    try:
+      self._compiled = lowered.compile()
+    except BaseException as e:  # pylint: disable=broad-except
+      self._error = e  # re-raised by `wait`, in the caller's thread
+    host_memory.release_free_heap()
+
+  def wait(self, *args):
+    """The compiled step, for the arguments of its first call."""
+    self._thread.join()
+    if self._error is not None:
+      raise self._error
+    real = _signature(args)
+    if real != self._expected:
+      differ = [f"{e} (compiled for) != {r}"
+                for e, r in zip(self._expected, real) if e != r]
+      logging.warning("The step was compiled ahead for other shapes than "
+                      "its first call's; compiling again: %s",
+                      "; ".join(differ[:3]) or "different structure")
+      return compile_ahead(self._step, *args)
+    return self._compiled
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self._thread.join()

@@ -241,22 +241,26 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     _write_text(os.path.join(workdir, "model_summary.txt"),
                 experiment.summary)
     history.truncate_after(workdir, start_step)
-    from unetjax import writers  # pylint: disable=g-import-not-at-top
-    writer = writers.create(workdir)
-    with contextlib.closing(writer), _StopSignals() as stop:
+    steps = steps_lib.jit_steps(experiment)
+    sharding = parallel.data_sharding(experiment.mesh)
+    split = train_split(config, experiment.dataset)
+    first_step = steps_lib.CompilingAhead(  # while TensorFlow is imported
+        steps.train, state, train_metrics, health, steps_lib.abstract_batch(
+            input_pipeline.train_batch_shapes(
+                split, batch_size=config.batch_size,
+                augment_config=config.augment), sharding))
+    with first_step, _writer(workdir) as writer, _StopSignals() as stop:
       if start_step == 0:
         writer.write_hparams(config_lib.flat_items(config.to_dict()))
-      steps = steps_lib.jit_steps(experiment)
       names = health_lib.quantity_names(experiment)
       skip = config.skip_nonfinite_updates
       val = experiment.dataset.split("val")
       batches = input_pipeline.train_batches(
-          train_split(config, experiment.dataset),
-          batch_size=config.batch_size, seed=config.seed,
+          split, batch_size=config.batch_size, seed=config.seed,
           start_step=start_step, augment_config=config.augment,
           process_index=jax.process_index(),
           process_count=jax.process_count())
-      sharding = parallel.data_sharding(experiment.mesh)
+      from unetjax import writers  # pylint: disable=g-import-not-at-top
       report = writers.progress_report(experiment.num_steps, writer,
                                        config.log_every_steps)
 
@@ -275,8 +279,7 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           batch = parallel.global_batch(next(batches), sharding)
           if step == start_step + 1:
-            steps_lib.compile_ahead(steps.train, state, train_metrics, health,
-                                    batch)
+            first_step.wait(state, train_metrics, health, batch)
             parallel.sync_processes("compiled")  # before its all-reduce
           state, train_metrics, health = steps.train(
               state, train_metrics, health, batch)
@@ -320,6 +323,16 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
       mngr.wait_until_finished()
       return _final_metrics(experiment, steps, state, workdir, logged,
                             train_seconds, seconds_before, start_step, mngr)
+
+
+@contextlib.contextmanager
+def _writer(workdir: str):
+  """The run's metric writer, closed when the block ends. Importing it
+  imports TensorFlow (CLU's TensorBoard writer)."""
+  from unetjax import writers  # pylint: disable=g-import-not-at-top
+  writer = writers.create(workdir)
+  with contextlib.closing(writer):
+    yield writer
 
 
 class _StopSignals:
