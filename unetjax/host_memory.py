@@ -71,8 +71,8 @@ def pause_collection_for_start() -> None:
   experiment before the first step: a few hundred thousand long-lived
   objects made in a row, each few thousand of which set off a collection,
   and the full ones rescan all of them while finding almost nothing to
-  free (gen 2 ran 6 times in TensorFlow's import alone). Off, the warm
-  start of the default experiment came 0.4-2.5 s sooner
+  free: `gc.callbacks` counted about 1 s of collection before the first
+  step of a warm default run, 0.74 s of it in six full collections
   (docs/performance.md, "Sixth pass"). Reference counting still frees
   everything that is not in a cycle; cycles made meanwhile wait for the
   first collection after the start.
