@@ -4,6 +4,7 @@ import ctypes
 import gc
 import logging
 import os
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +83,10 @@ def test_a_paused_collector_stays_as_the_caller_left_it():
   assert gc.isenabled()
 
 
+class Cycle:
+  me = None
+
+
 def test_the_start_pause_lasts_until_start_done_and_only_once():
   assert gc.isenabled()
   try:
@@ -90,8 +95,14 @@ def test_the_start_pause_lasts_until_start_done_and_only_once():
     with host_memory.garbage_collection_paused():  # a trace meanwhile
       pass
     assert not gc.isenabled()  # still paused: the start is not over
+    cycle = Cycle()
+    cycle.me = cycle
+    collected = weakref.finalize(cycle, lambda: None)
+    del cycle
+    assert collected.alive  # reference counting cannot free a cycle
     host_memory.start_done()
     assert gc.isenabled()
+    assert not collected.alive  # the start's garbage collected at once
     gc.disable()  # someone else's pause, after the start
     host_memory.start_done()  # a second call changes nothing
     assert not gc.isenabled()

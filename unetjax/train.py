@@ -78,7 +78,10 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
   schedule = schedules.build(config, steps_per_epoch, num_steps)
   graphdef, state = build_state(config, task, dataset.info, schedule)
-  model, _ = nnx.merge(graphdef, state)
+  # Shapes only: a model merged from the arrays would hold them, in the
+  # reference cycles of its module graph, until the next full collection.
+  model, _ = nnx.merge(graphdef, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state))
   _check_input_shape(model, config, train)
   mesh = parallel.make_mesh()
   parallel.sync_processes("built")  # the first collective comes next
