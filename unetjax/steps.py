@@ -99,10 +99,22 @@ def compile_ahead(step, *args):
   the compiler freed back to the OS (both `host_memory`), so the step's
   buffers do not come on top of it. Later calls of `step` reuse this
   compilation; the compiled executable is returned for its analyses."""
+  return _compiled(_lowered(step, *args))
+
+
+def _lowered(step, *args):
+  """`step` traced and lowered for `args`, the collector paused meanwhile."""
   with host_memory.garbage_collection_paused():
-    compiled = step.lower(*args).compile()
-  host_memory.release_free_heap()
-  return compiled
+    return step.lower(*args)
+
+
+def _compiled(lowered):
+  """XLA's executable for `lowered`; then the heap the compiler freed goes
+  back to the OS."""
+  try:
+    return lowered.compile()
+  finally:
+    host_memory.release_free_heap()
 
 
 def abstract_batch(shapes: dict[str, tuple[tuple[int, ...], Any]],
@@ -138,18 +150,16 @@ class CompilingAhead:
     self._step = step
     self._expected = _signature(args)
     self._compiled, self._error = None, None
-    with host_memory.garbage_collection_paused():
-      lowered = step.lower(*args)
-    self._thread = threading.Thread(target=self._compile, args=(lowered,),
+    self._thread = threading.Thread(target=self._compile,
+                                    args=(_lowered(step, *args),),
                                     name="compile-ahead")
     self._thread.start()
 
   def _compile(self, lowered):
     try:
-      self._compiled = lowered.compile()
+      self._compiled = _compiled(lowered)
     except BaseException as e:  # pylint: disable=broad-except
       self._error = e  # re-raised by `wait`, in the caller's thread
-    host_memory.release_free_heap()
 
   def wait(self, *args):
     """The compiled step, for the arguments of its first call."""
