@@ -6,7 +6,7 @@ illumination, where a global Otsu threshold fails; a small U-Net
 
   python -m unetjax.main --config configs/cells.py --workdir workdirs/cells
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

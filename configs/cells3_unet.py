@@ -11,7 +11,7 @@ with --config.num_steps=300: val mean IoU 0.877 (border IoU 0.73), about
 
   python -m unetjax.main --config configs/cells3_unet.py --workdir workdirs/cells3_unet
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

@@ -19,7 +19,7 @@ the shape of the curves.
 """
 import os
 
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 SPEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "u_net.json")
 

@@ -11,7 +11,7 @@ whole images. This is what `make run` trains.
 
   python -m unetjax.main --config configs/default.py --workdir workdirs/default
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

@@ -22,7 +22,7 @@ at IoU 0.5, and the GlaS object Dice and Hausdorff.
 four ways from pixels to objects on the same split and budget (see
 get_sweeps). Results and timings: docs/instances.md.
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

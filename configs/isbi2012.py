@@ -34,7 +34,7 @@ dilated with addition (configs/isbi2012_dilated.py) and without. Where
 the workload is silent: every trial keeps this file's training recipe.
 `sweep folds` trains this model on each of the 6 folds (`data.fold`).
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

@@ -49,7 +49,7 @@ recipes of sweep `bn_steplr_recipes` (docs/classification.md), not by
 test accuracy. The MLP trial trains configs/mnist_mlp.py under the same
 recipe. `--set num_epochs=N` shortens every trial alike.
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

@@ -18,7 +18,7 @@ same training), e.g.
   python -m unetjax.sweep --config configs/pets_unet.py --sweep unet_vs_fcn32 \\
       --root workdirs/sweeps/pets
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

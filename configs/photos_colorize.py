@@ -21,7 +21,7 @@ grid artefacts from the 8x8 bottleneck, see plots/samples.png).
 skips matter: 200 steps gave val PSNR 20.54 dB with skips and 18.07
 without (the no-skip output is a blurred, blocky scene).
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

@@ -32,7 +32,7 @@ the batch of 4 does with 105 steps).
   python -m unetjax.sweep --config configs/warwick.py --sweep all \\
       --root workdirs/sweeps/glas --set data.dir=/path/to/Warwick_QU_Dataset
 """
-from unetjax.config import base_config
+from unetjax.runtime.config import base_config
 
 
 def get_config():

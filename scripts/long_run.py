@@ -69,8 +69,9 @@ def main():
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))))  # for configs/
 
-  from unetjax import history, train  # pylint: disable=g-import-not-at-top
-  from unetjax.errors import TrainingStopped  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import history  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime.errors import TrainingStopped  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   samples, done = [], threading.Event()
   sampler = threading.Thread(target=sample_memory, args=(
       samples, args.sample_every_s, time.time() + 60 * args.minutes, done))

@@ -1,7 +1,7 @@
 """Rebuilds the embedded `nuclei` subset from a DSB 2018 folder, the same way.
 
     python scripts/make_nuclei_subset.py ../shared/data/dsb2018 \
-        unetjax/datasets/nuclei_data
+        unetjax/data/nuclei_data
 
 How images are chosen (the same folder always gives the same subset):
 1. candidates: 256x256 images stored gray or with R = G = B, fluorescent
@@ -26,9 +26,11 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from unetjax import image_io  # pylint: disable=g-import-not-at-top,wrong-import-position
-from unetjax.datasets import dsb2018  # pylint: disable=g-import-not-at-top,wrong-import-position
-from unetjax.errors import DataError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from unetjax.data import (
+  dsb2018,  # pylint: disable=g-import-not-at-top,wrong-import-position
+  image_io,  # pylint: disable=g-import-not-at-top,wrong-import-position
+)
+from unetjax.runtime.errors import DataError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ATTRIBUTION = """\
 Nuclei images and annotations in this folder are a subset of the 2018 Data

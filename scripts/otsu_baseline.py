@@ -5,7 +5,8 @@
 from absl import app, flags
 from ml_collections import config_flags
 
-from unetjax import baselines, datasets
+from unetjax import data as datasets
+from unetjax.tasks import baselines
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cells.py",
                                           "Experiment config.")

@@ -15,9 +15,11 @@ import glob
 import os
 
 import numpy as np
-
-from unetjax import instance_metrics, instance_postprocess, instance_targets
 from time_instance_maths import load_instances  # scripts/ is on sys.path
+
+from unetjax.instances import metrics as instance_metrics
+from unetjax.instances import postprocess as instance_postprocess
+from unetjax.instances import targets as instance_targets
 
 
 def approaches():

@@ -12,7 +12,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from unetjax.datasets import dsb2018  # pylint: disable=g-import-not-at-top,wrong-import-position
+from unetjax.data import dsb2018  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main(argv=None) -> None:

@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from unetjax import instance_metrics, instance_postprocess, instance_targets
+from unetjax.instances import metrics as instance_metrics
+from unetjax.instances import postprocess as instance_postprocess
+from unetjax.instances import targets as instance_targets
 
 DEFAULT_IDS = (
     "0ea221716cf13710214dcd331a61cea48308c3940df1d28cfc7fd817c83714e1",

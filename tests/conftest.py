@@ -53,7 +53,7 @@ def trained_workdir(tmp_path_factory):
 
   Read-only for the tests: they write their outputs elsewhere.
   """
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("trained") / "wd")
   train.train_and_evaluate(tiny_cells_config(), workdir)
   return workdir

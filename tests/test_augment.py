@@ -4,10 +4,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from unetjax import augment, input_pipeline
-from unetjax.config import base_config
-from unetjax.datasets import DataInfo, Split
-from unetjax.errors import ConfigError
+from unetjax.data import DataInfo, Split, augment, input_pipeline
+from unetjax.runtime import imports
+from unetjax.runtime.config import base_config
+from unetjax.runtime.errors import ConfigError
 from unetjax.tasks.segmentation import BinarySegmentation
 
 
@@ -18,7 +18,7 @@ def _config(**overrides) -> ml_collections.ConfigDict:
 
 
 def _augment(image, label, config, seed=0, size=None):
-  tf = input_pipeline.tensorflow()
+  tf = imports.tensorflow()
   example = {"image": tf.constant(image, tf.float32),
              "label": tf.constant(label, tf.int32)}
   if size is not None:

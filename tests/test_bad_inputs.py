@@ -26,9 +26,18 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from tests.conftest import REPO, tiny_cells_config
-from unetjax import checkpointing, image_io, train, workdir as workdir_lib
-from unetjax.errors import (CheckpointError, ConfigError, DataError,
-                            UnetjaxError, WorkdirError)
+from unetjax.data import image_io
+from unetjax.runtime import checkpointing
+from unetjax.runtime.errors import (
+  CheckpointError,
+  ConfigError,
+  DataError,
+  UnetjaxError,
+  WorkdirError,
+)
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import train
+from unetjax.training import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -55,6 +64,7 @@ def cli(*args: str):
   ml_collections reads the --config.KEY overrides from sys.argv itself.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   from unetjax import main  # pylint: disable=g-import-not-at-top
   flags.FLAGS.unparse_flags()
   for name in list(flags.FLAGS):  # the last case's --config.KEY flags
@@ -287,7 +297,7 @@ def resume(workdir):
 
 
 def restore_into_wider_model(workdir):
-  experiment = train.build_experiment(tiny_cells_config(
+  experiment = experiment_lib.build_experiment(tiny_cells_config(
       **{"model.features": 8}))
   checkpointing.restore(_manager(workdir), 2, experiment.state)
 
@@ -310,8 +320,8 @@ def picture_in(tmp, name="scan.png"):
 def predict_into(output_of, **flags):
   """predict on tmp/in/scan.png into `output_of(tmp)`, trained workdir."""
   def act(tmp):
-    from unetjax import predict  # pylint: disable=g-import-not-at-top
-    predict.predict_files(_TRAINED[0], os.path.join(tmp, "in"),
+    from unetjax.inference import segment  # pylint: disable=g-import-not-at-top
+    segment.predict_files(_TRAINED[0], os.path.join(tmp, "in"),
                           output_of(tmp), checkpoint="latest", **flags)
   return act
 
@@ -369,7 +379,7 @@ def plot_of(out="curves.png", steps=""):
 
 def mnist_offline(tmp):
   """mnist into an empty TFDS folder with the network check saying no."""
-  from unetjax.datasets import tfds_images  # pylint: disable=g-import-not-at-top
+  from unetjax.data import tfds_images  # pylint: disable=g-import-not-at-top
   real = tfds_images.offline
   tfds_images.offline = lambda: "no network in this test"
   try:
@@ -379,7 +389,7 @@ def mnist_offline(tmp):
 
 
 def pets_offline(tmp):
-  from unetjax.datasets import pets, tfds_images  # pylint: disable=g-import-not-at-top
+  from unetjax.data import pets, tfds_images  # pylint: disable=g-import-not-at-top
   real = tfds_images.offline
   tfds_images.offline = lambda: "no network in this test"
   try:
@@ -447,7 +457,7 @@ CASES = [
              tiny_cells_config(**{"augment.crop_size": 10}), wd),
          ConfigError, "augment.crop_size=10: the crop size"),
     Case("config:fold out of range with val_slices", workdir_in,
-         lambda wd: __import__("unetjax.datasets.isbi2012", fromlist=["x"]
+         lambda wd: __import__("unetjax.data.isbi2012", fromlist=["x"]
                                ).held_out_slices(30, (1, 2), 9, 6),
          ConfigError, "data.fold=9"),
     # The command line.
@@ -763,7 +773,7 @@ def test_every_tool_shows_its_flags_with_help_and_exits_0(tool):
 def test_files_without_an_image_suffix_are_ignored(tmp_path):
   root = folder_dataset(str(tmp_path), **{"images/notes.txt": b"x",
                                           "masks/.DS_Store": b"x"})
-  from unetjax.datasets import folders  # pylint: disable=g-import-not-at-top
+  from unetjax.data import folders  # pylint: disable=g-import-not-at-top
   assert len(folders.paired_files(root)) == 5
 
 

@@ -7,10 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import REPO
-from unetjax import benchmark, xla_flags
-from unetjax.errors import ConfigError
+
+from unetjax.benchmarks import common, training
+from unetjax.runtime import xla_flags
+from unetjax.runtime.errors import ConfigError
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -27,14 +28,14 @@ def test_jaxpr_flops_counts_two_per_multiply_add():
       jnp.ones((3, 5)))
   conv = 2 * (8 * 8 * 4) * (3 * 3 * 3)  # per output: 27 multiply-adds
   matmul = 2 * (2 * 5) * 3
-  assert benchmark.jaxpr_flops(jaxpr.jaxpr) == conv + matmul
+  assert training.jaxpr_flops(jaxpr.jaxpr) == conv + matmul
 
 
 def test_torch_twin_has_the_reference_parameter_count():
   torch = pytest.importorskip("torch")
   spec = dict(depth=4, features=32, batchnorm=True, bn_momentum=0.9,
               in_channels=1, num_outputs=1)
-  model = benchmark._torch_unet(torch, spec)  # pylint: disable=protected-access
+  model = training.torch_unet(torch, spec)  # pylint: disable=protected-access
   assert sum(p.numel() for p in model.parameters()) == 7_762_465
   assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
 
@@ -47,20 +48,20 @@ def test_summary_takes_medians_and_ratios():
           "torch": [dict(images_per_s=1.0, step_s=8.0,
                          train_peak_rss_bytes=200,
                          matmul_peak_gflops=50.0), dict(error="boom")]}
-  summary = benchmark.summarize(runs)
+  summary = training.summarize(runs)
   assert summary["jax"]["images_per_s"] == 2.0
   assert summary["speed_ratio_jax_over_torch"] == 2.0
   assert summary["memory_ratio_jax_over_torch"] == 1.5
   assert summary["jax_fraction_of_peak"] == 0.2  # 20 of the best peak, 100
   assert summary["torch_fraction_of_peak"] == 0.1  # 80 GFLOP in 8 s of 100
-  assert "boom" in benchmark.table(dict(config="c", runs=runs,
+  assert "boom" in training.table(dict(config="c", runs=runs,
                                         summary=summary,
-                                        machine=benchmark.machine()))
+                                        machine=common.machine()))
 
 
 def test_unknown_config_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="nothere.py does not exist"):
-    benchmark.load_config(str(tmp_path / "nothere.py"))
+    common.load_config(str(tmp_path / "nothere.py"))
 
 
 def test_xla_flags_known_to_jaxlib_are_found():
@@ -88,7 +89,7 @@ def test_configure_adds_only_unset_flags_unless_opted_out(monkeypatch, env,
 def test_the_flags_set_are_accepted_by_xla():
   """An unknown flag would abort this process; a known one computes."""
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  code = ("from unetjax import xla_flags; assert xla_flags.configure();"
+  code = ("from unetjax.runtime import xla_flags; assert xla_flags.configure();"
           "import jax, jax.numpy as jnp;"
           "x = jnp.ones((1, 8, 8, 2)); k = jnp.ones((3, 3, 2, 2));"
           "y = jax.lax.conv(x.transpose(0, 3, 1, 2), k.transpose(3, 2, 0, 1),"
@@ -105,7 +106,7 @@ def test_jax_worker_measures_the_packages_train_step(tmp_path):
   config_file = tmp_path / "tiny.py"
   config_file.write_text("from conftest import tiny_cells_config\n"
                          "get_config = tiny_cells_config\n")
-  result = benchmark.run_jax(str(config_file), steps=2, batch_size=4)
+  result = training.run_jax(str(config_file), steps=2, batch_size=4)
   assert result["num_params"] == result["torch_spec"]["num_params"] > 0
   assert result["images_per_s"] == pytest.approx(4 / result["step_s"])
   assert 0 <= result["input_wait_fraction"] <= 1
@@ -123,24 +124,26 @@ def test_jax_worker_measures_the_packages_train_step(tmp_path):
 
 
 def test_set_overrides_config_values_and_rejects_unknown_keys():
-  config = benchmark.load_config(benchmark.REFERENCE)
-  benchmark.override(config, ["data.image_size=64", "augment.flip=False",
+  config = common.load_config(common.REFERENCE)
+  common.override(config, ["data.image_size=64", "augment.flip=False",
                               "model.name=unet"])
   assert (config.data.image_size, config.augment.flip) == (64, False)
   with pytest.raises(ConfigError, match="--set data.nokey=1"):
-    benchmark.override(config, ["data.nokey=1"])
+    common.override(config, ["data.nokey=1"])
 
 
 def test_fixed_batch_has_the_pipelines_shapes_dtypes_and_range():
   from conftest import tiny_cells_config  # pylint: disable=g-import-not-at-top
-  from unetjax import datasets, input_pipeline  # pylint: disable=g-import-not-at-top
+
+  from unetjax import data as datasets  # pylint: disable=g-import-not-at-top
+  from unetjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   config = tiny_cells_config()
   config.augment.crop_size = 8
   split = datasets.build(config).split("train")
   piped = next(input_pipeline.train_batches(
       split, batch_size=4, seed=0, start_step=0,
       augment_config=config.augment))
-  fixed = benchmark.fixed_batch(split, 4, crop_size=8)
+  fixed = training.fixed_batch(split, 4, crop_size=8)
   assert fixed.keys() == piped.keys()
   for key in fixed:
     assert fixed[key].shape == piped[key].shape, key
@@ -148,13 +151,13 @@ def test_fixed_batch_has_the_pipelines_shapes_dtypes_and_range():
   assert 0 <= fixed["image"].min() and fixed["image"].max() <= 1
   np.testing.assert_array_equal(fixed["label"], split.labels[:4, :8, :8])
   with pytest.raises(ConfigError, match="needs 9 training examples"):
-    benchmark.fixed_batch(split, 9, crop_size=0)
+    training.fixed_batch(split, 9, crop_size=0)
 
 
 def test_model_building_and_stepping_need_no_tensorflow():
   """A GPU machine without TensorFlow can still run `--input fixed`."""
   code = ("import sys; sys.modules['tensorflow'] = None\n"
-          "from unetjax import benchmark, train, evaluate\n"
+          "from unetjax import benchmark, evaluate\nfrom unetjax.training import train\n"
           "print('imported')")
   done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                         capture_output=True, text=True, check=False)

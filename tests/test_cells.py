@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from unetjax import baselines
-from unetjax.datasets import cells
-from unetjax.errors import ConfigError
+from unetjax.data import cells
+from unetjax.runtime.errors import ConfigError
+from unetjax.tasks import baselines
 
 
 def test_examples_are_a_pure_function_of_seed_split_and_index():
@@ -33,7 +33,7 @@ def test_a_global_otsu_threshold_scores_clearly_below_what_a_unet_reaches():
 
 
 def test_otsu_baseline_is_perfect_on_a_clean_two_level_image():
-  from unetjax.datasets import Split  # pylint: disable=g-import-not-at-top
+  from unetjax.data import Split  # pylint: disable=g-import-not-at-top
   label = np.zeros((1, 8, 8), np.int32)
   label[0, 2:5, 3:7] = 1
   image = (0.2 + 0.6 * label[..., None]).astype(np.float32)

@@ -3,18 +3,19 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import ml_collections
+import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import config as config_lib
-from unetjax import datasets, input_pipeline, models, optimizers, schedules
-from unetjax import train
-from unetjax.datasets import DataInfo, Split
-from unetjax.errors import ConfigError, DataError
-from unetjax.metrics import scalars
+from unetjax import data as datasets
+from unetjax import models
+from unetjax.data import DataInfo, Split, input_pipeline
+from unetjax.runtime import config as config_lib
+from unetjax.runtime.errors import ConfigError, DataError
 from unetjax.tasks.classification import Classification
+from unetjax.tasks.metrics import scalars
+from unetjax.training import optimizers, schedules, train
 
 DIGITS = DataInfo("toy", num_classes=10, in_channels=1,
                   class_names=tuple("0123456789"))

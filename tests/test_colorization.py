@@ -7,9 +7,9 @@ from flax import nnx
 from skimage import color as skcolor
 
 from unetjax import models, tasks
-from unetjax.datasets import DataInfo, sample_photos
-from unetjax.errors import ConfigError
+from unetjax.data import DataInfo, sample_photos
 from unetjax.models.unet import UNet
+from unetjax.runtime.errors import ConfigError
 from unetjax.tasks.colorization import AB_SCALE, Colorization
 
 _RGB_INFO = DataInfo(name="photos", num_classes=1, in_channels=3,

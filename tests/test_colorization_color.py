@@ -1,9 +1,9 @@
-"""unetjax.color against scikit-image's rgb2lab / lab2rgb."""
+"""unetjax.tasks.color against scikit-image's rgb2lab / lab2rgb."""
 import numpy as np
 import pytest
 from skimage import color as skcolor
 
-from unetjax import color
+from unetjax.tasks import color
 
 
 @pytest.fixture(name="rgb")

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 
@@ -15,7 +14,7 @@ def test_compilation_cache_stores_programs_unless_opted_out(tmp_path,
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   if opt_out:
     env["UNETJAX_COMPILATION_CACHE"] = "0"
-  code = ("from unetjax import parallel; parallel.initialize_distributed();"
+  code = ("from unetjax.training import parallel; parallel.initialize_distributed();"
           "import jax, jax.numpy as jnp;"
           "print(jax.jit(lambda x: x * 3 + 1)(jnp.arange(4.0)).sum())")
   done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,

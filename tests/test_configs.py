@@ -16,8 +16,10 @@ import jax
 import pytest
 from flax import nnx
 
-from unetjax import config as config_lib
-from unetjax import datasets, models, sweep, sweep_report, tasks
+from unetjax import data as datasets
+from unetjax import models, sweep, tasks
+from unetjax.runtime import config as config_lib
+from unetjax.viz import sweep_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "*.py"))

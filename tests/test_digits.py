@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from unetjax import train
-from unetjax.datasets import digits
-from unetjax.errors import ConfigError
+from unetjax.data import digits
+from unetjax.runtime.errors import ConfigError
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import train
 
 
 @pytest.fixture(scope="module")
@@ -84,4 +85,4 @@ def test_wrong_image_size_for_the_model_fails_before_training():
   config = digits_cnn.get_config()
   config.model.image_size = 32
   with pytest.raises(ConfigError, match="images are 28x28 but model 'cnn'"):
-    train.build_experiment(config)
+    experiment_lib.build_experiment(config)

@@ -13,9 +13,11 @@ import pytest
 
 from tests.conftest import tiny_cells_config
 from tests.test_resume import final_state
-from unetjax import history, train
-from unetjax import health as health_lib
-from unetjax.errors import DivergenceError
+from unetjax.runtime import history
+from unetjax.runtime.errors import DivergenceError
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import health as health_lib
+from unetjax.training import train
 
 HEALTHY_STEPS = 4
 
@@ -59,7 +61,7 @@ def healthy(tmp_path_factory):
 
 
 def _resume_poisoned(workdir, poison, **overrides):
-  experiment = train.build_experiment(_config(num_steps=8, **overrides))
+  experiment = experiment_lib.build_experiment(_config(num_steps=8, **overrides))
   experiment.task = PoisonedLoss(experiment.task, poison)
   return train._train(experiment, workdir)  # pylint: disable=protected-access
 
@@ -84,7 +86,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
 
 
 def test_nan_gradient_with_a_finite_loss_is_named(tmp_path):
-  experiment = train.build_experiment(_config(num_steps=2))
+  experiment = experiment_lib.build_experiment(_config(num_steps=2))
   experiment.task = PoisonedLoss(experiment.task, nan_gradient)
   with pytest.raises(DivergenceError,
                      match=r"step 1: the gradient of \S+ is not finite.*no "

@@ -4,12 +4,12 @@ import os
 import ml_collections
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
-from unetjax import datasets
-from unetjax.datasets import DataInfo, Split, dsb2018
-from unetjax.errors import ConfigError, DataError
+from unetjax import data as datasets
+from unetjax.data import DataInfo, Split, dsb2018
+from unetjax.runtime.errors import ConfigError, DataError
 
 DSB_DIR = os.environ.get(
     "UNETJAX_DSB2018_DIR",

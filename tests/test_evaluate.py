@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from unetjax import evaluate
-from unetjax.errors import CheckpointError
+from unetjax.runtime.errors import CheckpointError
 
 
 def test_metrics_equal_the_final_ones_training_logged(trained_workdir,

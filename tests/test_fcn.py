@@ -6,10 +6,11 @@ import optax
 import pytest
 from flax import nnx
 
-from unetjax import checkpointing, models
-from unetjax.errors import CheckpointError, ConfigError
+from unetjax import models
 from unetjax.models.fcn import FCN32, StridedUpsample, bilinear_kernel
 from unetjax.models.resnet import ResNet
+from unetjax.runtime import checkpointing
+from unetjax.runtime.errors import CheckpointError, ConfigError
 
 
 def _conv(k, cin, cout):

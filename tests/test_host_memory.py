@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from unetjax import host_memory, steps as steps_lib
+from unetjax.runtime import host_memory
+from unetjax.training import steps as steps_lib
 
 MIB = 2**20
 
@@ -122,7 +123,7 @@ def test_a_collector_already_off_is_left_off_by_the_start():
 
 def test_training_turns_the_collector_back_on_after_its_first_step(
     tiny_config, tmp_path):
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   enabled_at_steps = []
   wait = train.steps_lib.CompilingAhead.wait
 

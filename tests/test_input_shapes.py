@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unetjax import input_pipeline, parallel, steps as steps_lib
-from unetjax.config import base_config
-from unetjax.datasets import Split
+from unetjax.data import Split, input_pipeline
+from unetjax.runtime.config import base_config
+from unetjax.training import parallel
+from unetjax.training import steps as steps_lib
 
 
 def _augment(**overrides):
@@ -145,7 +146,7 @@ def test_a_failed_compile_is_raised_in_the_waiting_thread():
 
 def test_training_compiles_its_step_once_from_the_stand_ins(tiny_config,
                                                            tmp_path, caplog):
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   config = tiny_config(num_steps=2, eval_every_steps=2)
   config.augment.crop_size = 8
   config.augment.rot90 = True

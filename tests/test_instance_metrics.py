@@ -4,8 +4,8 @@ import pytest
 from scipy import optimize
 from scipy.spatial.distance import directed_hausdorff
 
-from unetjax import instance_metrics
-from unetjax.errors import ConfigError, DataError
+from unetjax.instances import metrics as instance_metrics
+from unetjax.runtime.errors import ConfigError, DataError
 
 
 def squares_merged():

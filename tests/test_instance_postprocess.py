@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unetjax import instance_metrics, instance_postprocess, instance_targets
-from unetjax.errors import ConfigError, DataError
+from unetjax.instances import metrics as instance_metrics
+from unetjax.instances import postprocess as instance_postprocess
+from unetjax.instances import targets as instance_targets
+from unetjax.runtime.errors import ConfigError, DataError
 
 
 def test_components_min_size_and_sequential_ids():

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unetjax import instance_targets
-from unetjax.errors import ConfigError, DataError
+from unetjax.instances import targets as instance_targets
+from unetjax.runtime.errors import ConfigError, DataError
 
 
 def two_touching_squares():

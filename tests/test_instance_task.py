@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from unetjax.datasets import DataInfo, Split
-from unetjax.errors import ConfigError
+from unetjax.data import DataInfo, Split
+from unetjax.runtime.errors import ConfigError
 from unetjax.tasks.instances import InstanceSegmentation
 
 INFO = DataInfo("x", 2, 1, ("background", "nucleus"), instances=True)
@@ -155,8 +155,11 @@ def test_training_on_instances_logs_object_scores_and_evaluate_ranks_them(
     tmp_path, monkeypatch):
   import csv  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
+
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
-  from unetjax import evaluate, history, train  # pylint: disable=g-import-not-at-top
+  from unetjax import evaluate  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import history  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("UNETJAX_CACHE_DIR", str(tmp_path / "cache"))
   _write_kaggle_layout(tmp_path / "data")
   config = dsb2018.get_config()
@@ -207,10 +210,11 @@ def test_training_on_instances_logs_object_scores_and_evaluate_ranks_them(
 
 def _predict_instances_of_unseen_kaggle_folder(workdir, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from unetjax import predict  # pylint: disable=g-import-not-at-top
+
+  from unetjax.inference import segment  # pylint: disable=g-import-not-at-top
   _write_kaggle_layout(tmp_path / "unseen", count=3, size=40, seed=5)
   out = tmp_path / "objects"
-  written = predict.predict_files(
+  written = segment.predict_files(
       workdir, str(tmp_path / "unseen" / "*" / "images" / "*.png"),
       str(out), checkpoint="latest", instances=True, overlay=True)
   names = sorted(os.path.basename(p) for p in written)

@@ -1,13 +1,15 @@
 """The per-level convolution benchmark: its levels, counts and arithmetic."""
 import pytest
-
 from conftest import tiny_cells_config
-from unetjax import benchmark, layer_benchmark
-from unetjax.errors import ConfigError
+
+from unetjax import benchmark
+from unetjax.benchmarks import common
+from unetjax.benchmarks import layers as layer_benchmark
+from unetjax.runtime.errors import ConfigError
 
 
 def test_levels_halve_the_size_and_double_the_width():
-  config = benchmark.load_config(benchmark.REFERENCE)
+  config = common.load_config(common.REFERENCE)
   assert layer_benchmark.levels(config) == [
       dict(batch=8, size=256, features=32), dict(batch=8, size=128, features=64),
       dict(batch=8, size=64, features=128), dict(batch=8, size=32, features=256),

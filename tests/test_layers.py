@@ -3,13 +3,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import gradient_temporary_bytes, same_conv, tiny_cells_config
 from flax import nnx
 
-from conftest import gradient_temporary_bytes, same_conv, tiny_cells_config
-from unetjax import input_pipeline, train
-from unetjax import health as health_lib, steps as steps_lib
+from unetjax.data import input_pipeline
 from unetjax.models import layers
 from unetjax.models.unet import UNet
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import health as health_lib
+from unetjax.training import steps as steps_lib
 
 
 @pytest.fixture
@@ -67,10 +69,10 @@ def test_reference_unet_has_the_pytorch_models_parameter_count():
 
 def first_step(dtype: str):
   """Loss and state after one real train step computing in `dtype`."""
-  experiment = train.build_experiment(tiny_cells_config(dtype=dtype))
+  experiment = experiment_lib.build_experiment(tiny_cells_config(dtype=dtype))
   config = experiment.config
   batch = next(input_pipeline.train_batches(
-      train.train_split(config, experiment.dataset),
+      experiment_lib.train_split(config, experiment.dataset),
       batch_size=config.batch_size, seed=0, start_step=0,
       augment_config=config.augment))
   state, metrics, _ = steps_lib.jit_steps(experiment).train(

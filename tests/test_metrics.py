@@ -3,9 +3,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unetjax.datasets import DataInfo
-from unetjax.tasks.segmentation import (BinarySegmentation, overlap_outputs,
-                                        soft_dice_loss)
+from unetjax.data import DataInfo
+from unetjax.tasks.segmentation import (
+  BinarySegmentation,
+  overlap_outputs,
+  soft_dice_loss,
+)
 
 INFO = DataInfo("toy", num_classes=2, in_channels=1,
                 class_names=("background", "foreground"))
@@ -81,6 +84,6 @@ def test_soft_dice_loss_is_zero_for_a_perfect_match_and_finite_when_empty():
 
 
 def test_binary_task_refuses_a_multiclass_dataset():
-  from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime.errors import ConfigError  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match="2 classes"):
     BinarySegmentation(info=DataInfo("x", 3, 1, ("a", "b", "c")))

@@ -4,12 +4,12 @@ import os
 import numpy as np
 import pytest
 import tifffile
+from conftest import ISBI_DIR
 from PIL import Image
 
-from conftest import ISBI_DIR
-from unetjax import datasets, image_io
-from unetjax.datasets import folders, glas, isbi2012
-from unetjax.errors import ConfigError, DataError
+from unetjax import data as datasets
+from unetjax.data import folders, glas, image_io, isbi2012
+from unetjax.runtime.errors import ConfigError, DataError
 
 
 def _save(path, array, mode=None):

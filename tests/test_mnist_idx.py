@@ -7,9 +7,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from unetjax import datasets
-from unetjax.datasets import mnist_idx
-from unetjax.errors import ConfigError, DataError
+from unetjax import data as datasets
+from unetjax.data import mnist_idx
+from unetjax.runtime.errors import ConfigError, DataError
 
 REAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                     "mnist")

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unetjax.datasets import DataInfo
-from unetjax.errors import ConfigError
+from unetjax.data import DataInfo
+from unetjax.runtime.errors import ConfigError
 from unetjax.tasks.multiclass import MulticlassSegmentation
 
 

@@ -3,9 +3,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import gradient_temporary_bytes, same_conv
 from flax import nnx
 
-from conftest import gradient_temporary_bytes, same_conv
 from unetjax.models import normalization
 
 

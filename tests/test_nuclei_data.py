@@ -9,12 +9,12 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from unetjax.datasets import DATASETS, nuclei
-from unetjax.errors import ConfigError
 
-DATA = os.path.join(REPO, "unetjax", "datasets", "nuclei_data")
+from unetjax.data import DATASETS, nuclei
+from unetjax.runtime.errors import ConfigError
+
+DATA = os.path.join(REPO, "unetjax", "data", "nuclei_data")
 DSB_DIR = os.environ.get(
     "UNETJAX_DSB2018_DIR",
     os.path.join(REPO, "..", "shared", "data", "dsb2018"))
@@ -85,7 +85,7 @@ def test_package_data_is_small_attributed_and_in_the_wheel(tmp_path):
   assert built.returncode == 0, built.stderr[-2000:]
   wheel, = (tmp_path / "wheel").glob("*.whl")
   names = set(zipfile.ZipFile(wheel).namelist())
-  prefix = "unetjax/datasets/nuclei_data/"
+  prefix = "unetjax/data/nuclei_data/"
   for relative in (os.path.relpath(f, DATA) for f in files):
     assert prefix + relative.replace(os.sep, "/") in names
 
@@ -93,7 +93,7 @@ def test_package_data_is_small_attributed_and_in_the_wheel(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(os.path.join(DSB_DIR, "stage1_train")),
                     reason="../shared/data/dsb2018 not present")
 def test_shipped_maps_equal_the_dsb_masks_they_came_from():
-  from unetjax.datasets import dsb2018  # pylint: disable=g-import-not-at-top
+  from unetjax.data import dsb2018  # pylint: disable=g-import-not-at-top
   examples = dsb2018.find_examples(DSB_DIR)
   data = nuclei.build()
   split = data.split("test")

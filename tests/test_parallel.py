@@ -14,11 +14,15 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_cells_config
-from unetjax import checkpointing, input_pipeline, parallel, train
-from unetjax import health as health_lib, steps as steps_lib
-from unetjax.errors import ConfigError
+
+from unetjax.data import input_pipeline
+from unetjax.runtime import checkpointing
+from unetjax.runtime.errors import ConfigError
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import health as health_lib
+from unetjax.training import parallel
+from unetjax.training import steps as steps_lib
 
 NUM_STEPS = 3
 # One child alone takes about a minute on 2 busy cores; a hung distributed
@@ -36,11 +40,11 @@ def tiny_config():
 
 def run_steps(checkpoint_dir: str = "") -> dict[str, np.ndarray]:
   """Loss and parameters after NUM_STEPS train steps, on every process."""
-  experiment = train.build_experiment(tiny_config())
+  experiment = experiment_lib.build_experiment(tiny_config())
   config = experiment.config
   steps = steps_lib.jit_steps(experiment)
   batches = input_pipeline.train_batches(
-      train.train_split(config, experiment.dataset),
+      experiment_lib.train_split(config, experiment.dataset),
       batch_size=config.batch_size, seed=config.seed, start_step=0,
       augment_config=config.augment, process_index=jax.process_index(),
       process_count=jax.process_count())
@@ -192,7 +196,7 @@ def test_two_processes_equal_one_and_their_checkpoint_restores(one_device,
   assert got["devices"] == 2
   assert_same_run(got, one_device)
 
-  experiment = train.build_experiment(tiny_config())
+  experiment = experiment_lib.build_experiment(tiny_config())
   mngr = checkpointing.manager(workdir, keep=1, best_metric="val/dice",
                                best_mode="max", read_only=True)
   state, meta = checkpointing.restore(mngr, NUM_STEPS, experiment.state)

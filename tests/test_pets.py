@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from unetjax import train
-from unetjax.datasets import pets
-from unetjax.errors import DataError
+from unetjax.data import pets
+from unetjax.runtime.errors import DataError
+from unetjax.training import train
 
 _NUM_EXAMPLES = 6
 

@@ -3,10 +3,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from unetjax import input_pipeline
-from unetjax.config import base_config
-from unetjax.datasets import Dataset, DataInfo, Split
-from unetjax.errors import DataError
+from unetjax.data import DataInfo, Dataset, Split, input_pipeline
+from unetjax.runtime.config import base_config
+from unetjax.runtime.errors import DataError
 
 
 def _augment_config(**overrides) -> ml_collections.ConfigDict:

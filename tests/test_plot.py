@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from unetjax import plot
-from unetjax.errors import ConfigError, WorkdirError
+from unetjax.runtime.errors import ConfigError, WorkdirError
 
 
 def test_parse_steps():

@@ -9,10 +9,11 @@ import tifffile
 from flax import nnx
 from PIL import Image
 
-from unetjax import image_io, predict, tiling
-from unetjax.datasets import DataInfo
-from unetjax.errors import CheckpointError, DataError
+from unetjax.data import DataInfo, image_io
+from unetjax.inference import segment as segment_lib
+from unetjax.inference import tiling
 from unetjax.models.unet import UNet
+from unetjax.runtime.errors import CheckpointError, DataError
 from unetjax.tasks.segmentation import BinarySegmentation
 
 TASK = BinarySegmentation(info=DataInfo("t", 2, 1, ("bg", "fg")))
@@ -28,7 +29,7 @@ def _model(padding):
 def test_same_model_in_one_tile_equals_a_whole_image_pass():
   model = _model("SAME")
   image = np.random.default_rng(0).random((24, 40, 1)).astype(np.float32)
-  tiled = predict.Segmenter(model, TASK, 1, tile_size=64).logits(image)
+  tiled = segment_lib.Segmenter(model, TASK, 1, tile_size=64).logits(image)
   np.testing.assert_allclose(tiled, np.asarray(model(image[None]))[0],
                              atol=1e-5)
 
@@ -39,7 +40,7 @@ def test_valid_model_in_many_tiles_equals_a_whole_mirrored_image_pass():
   image = np.random.default_rng(1).random((28, 36, 1)).astype(np.float32)
   whole = model(np.pad(image, ((margin,) * 2, (margin,) * 2, (0, 0)),
                        mode="reflect")[None])
-  segment = predict.Segmenter(model, TASK, 1, tile_size=48, batch_size=4)
+  segment = segment_lib.Segmenter(model, TASK, 1, tile_size=48, batch_size=4)
   assert len(segment.plan(28).starts) > 1  # really tiled
   np.testing.assert_allclose(segment.logits(image), np.asarray(whole)[0],
                              atol=1e-5)
@@ -47,7 +48,7 @@ def test_valid_model_in_many_tiles_equals_a_whole_mirrored_image_pass():
 
 @pytest.mark.parametrize("shape", [(1, 1), (13, 7), (3, 200)])
 def test_any_size_gives_a_probability_per_pixel(shape):
-  segment = predict.Segmenter(_model("VALID"), TASK, 1, tile_size=48,
+  segment = segment_lib.Segmenter(_model("VALID"), TASK, 1, tile_size=48,
                               tta=True)
   probs = segment(np.full(shape + (1,), 0.5, np.float32))
   assert probs.shape == shape
@@ -63,7 +64,7 @@ def test_cli_writes_masks_for_png_and_tiff_stacks(trained_workdir, tmp_path):
   tifffile.imwrite(inputs / "stack.tif",
                    (rng.random((3, 20, 21)) * 255).astype(np.uint8),
                    photometric="minisblack")
-  written = predict.predict_files(
+  written = segment_lib.predict_files(
       trained_workdir, str(inputs / "*"), str(tmp_path / "out"),
       checkpoint="latest", tile_size=16, probabilities=True, overlay=True)
   assert sorted(os.path.basename(p) for p in written) == [
@@ -82,14 +83,14 @@ def test_bad_inputs_fail_before_anything_is_written(trained_workdir,
   Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
   (tmp_path / "broken.png").write_bytes(b"not a png")
   with pytest.raises(DataError, match="matches no file"):
-    predict.predict_files(trained_workdir, str(tmp_path / "*.jpg"), str(out))
+    segment_lib.predict_files(trained_workdir, str(tmp_path / "*.jpg"), str(out))
   with pytest.raises(DataError, match="broken.png: not an image"):
-    predict.predict_files(trained_workdir, str(tmp_path / "*.png"), str(out))
+    segment_lib.predict_files(trained_workdir, str(tmp_path / "*.png"), str(out))
   untrained = tmp_path / "untrained"
   untrained.mkdir()
   shutil.copy(os.path.join(trained_workdir, "config.json"), untrained)
   with pytest.raises(CheckpointError, match="no checkpoint"):
-    predict.predict_files(str(untrained), str(good), str(out))
+    segment_lib.predict_files(str(untrained), str(good), str(out))
   assert not out.exists()
 
 
@@ -102,7 +103,7 @@ def test_outputs_never_replace_a_file_unless_asked_nor_become_inputs(
   for name in ("a", "b"):
     Image.fromarray(np.full((9, 11), 128, np.uint8)).save(folder / f"{name}.png")
   (folder / "notes.txt").write_text("not a picture")
-  run = functools.partial(predict.predict_files, trained_workdir, str(folder),
+  run = functools.partial(segment_lib.predict_files, trained_workdir, str(folder),
                           str(folder), checkpoint="latest", tile_size=16)
   assert sorted(os.path.basename(p) for p in run()) == ["a_mask.png",
                                                         "b_mask.png"]
@@ -128,9 +129,9 @@ def test_tta_in_one_program_equals_averaging_the_views_on_the_host(padding,
                                                                    shape):
   model = _model(padding)
   image = np.random.default_rng(4).random(shape + (1,)).astype(np.float32)
-  plain = predict.Segmenter(model, TASK, 1, tile_size=32 if padding == "SAME"
+  plain = segment_lib.Segmenter(model, TASK, 1, tile_size=32 if padding == "SAME"
                             else 48, batch_size=2)
-  tta = predict.Segmenter(model, TASK, 1, tile_size=32 if padding == "SAME"
+  tta = segment_lib.Segmenter(model, TASK, 1, tile_size=32 if padding == "SAME"
                           else 48, batch_size=2, tta=True)
   rows, cols = plain.plan(shape[0]), plain.plan(shape[1])
   if shape == (8, 40):
@@ -148,7 +149,7 @@ def test_stream_of_images_of_several_sizes_equals_whole_image_passes():
   rng = np.random.default_rng(5)
   images = [rng.random(s + (1,)).astype(np.float32)
             for s in ((28, 36), (28, 36), (12, 16), (28, 36))]
-  segment = predict.Segmenter(model, TASK, 1, tile_size=48, batch_size=3)
+  segment = segment_lib.Segmenter(model, TASK, 1, tile_size=48, batch_size=3)
   for image, logits in zip(images, segment.logits_stream(iter(images)),
                            strict=True):
     whole = model(np.pad(image, ((margin,) * 2, (margin,) * 2, (0, 0)),
@@ -169,7 +170,7 @@ def test_a_stack_is_read_and_written_page_by_page(tmp_path, monkeypatch):
     return original(self, *args, **kwargs)
 
   monkeypatch.setattr(tifffile.TiffFile, "asarray", counting)
-  segment = predict.Segmenter(_model("SAME"), TASK, 1, tile_size=32,
+  segment = segment_lib.Segmenter(_model("SAME"), TASK, 1, tile_size=32,
                               batch_size=2)
   stream = segment.stream(image_io.iter_stack(path))
   first = next(stream)
@@ -177,7 +178,7 @@ def test_a_stack_is_read_and_written_page_by_page(tmp_path, monkeypatch):
   expected = [segment(page[..., None].astype(np.float32) / 255)
               for page in pages]
   np.testing.assert_allclose(first, expected[0], atol=1e-6)
-  written = predict.segment_files(segment, {path: (12, 1)},
+  written = segment_lib.segment_files(segment, {path: (12, 1)},
                                   str(tmp_path / "out"), ["mask", "prob"])
   assert [os.path.basename(p) for p in written] == ["stack_mask.tif",
                                                     "stack_prob.tif"]
@@ -186,7 +187,7 @@ def test_a_stack_is_read_and_written_page_by_page(tmp_path, monkeypatch):
       [(e > 0.5).astype(np.uint8) for e in expected]))
   assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]
   from skimage.measure import label  # pylint: disable=g-import-not-at-top
-  written = predict.segment_files(
+  written = segment_lib.segment_files(
       segment, {path: (12, 1)}, str(tmp_path / "objects"),
       ["mask", "instances"], to_instances=lambda p: label(p > 0.5))
   ids = tifffile.imread(tmp_path / "objects" / "stack_instances.tif")
@@ -199,6 +200,7 @@ def test_cli_shows_no_orbax_info_or_read_only_lines(trained_workdir,
                                                     tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+
   from conftest import REPO  # pylint: disable=g-import-not-at-top
   Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "a.png")
   done = subprocess.run(

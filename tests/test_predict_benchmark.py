@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import benchmark, monai_worker as mw, predict
-from unetjax import predict_benchmark as pb
-from unetjax.datasets import DataInfo
+from unetjax.benchmarks import common
+from unetjax.benchmarks import monai_worker as mw
+from unetjax.benchmarks import predict as pb
+from unetjax.data import DataInfo
+from unetjax.inference import segment
 from unetjax.models.unet import UNet
 from unetjax.tasks.segmentation import BinarySegmentation
 
@@ -35,7 +37,7 @@ def test_summary_takes_medians_and_ratios():
   assert summary["stack"]["speed_ratio"] == 2.0
   assert summary["stack"]["memory_ratio"] == 0.75
   text = pb.table(dict(config="c", tta=False, blend="hann", repeats=3,
-                       machine=benchmark.machine(), runs=runs,
+                       machine=common.machine(), runs=runs,
                        summary=summary))
   assert "boom" in text and "2.00" in text
 
@@ -43,7 +45,7 @@ def test_summary_takes_medians_and_ratios():
 def test_inputs_have_the_cases_shapes(tmp_path):
   stack = pb.write_inputs(str(tmp_path), "stack", pages=3, size=40)
   image = pb.write_inputs(str(tmp_path), "image", size=48)
-  assert predict.input_shape(stack) == (3, 1)
+  assert segment.input_shape(stack) == (3, 1)
   assert pb.megapixels(stack) == 3 * 40 * 40 / 1e6
   assert pb.megapixels(image) == 48 * 48 / 1e6
 
@@ -70,7 +72,7 @@ def test_monai_and_unetjax_blend_alike_where_their_tiles_coincide():
                          mw.torch_state_dict(model))
   # 448 = 256 + 192: tiles at 0 and 192 on both axes, in both.
   image = np.random.default_rng(1).random((448, 448, 1), np.float32)
-  segment = predict.Segmenter(model, TASK, 1, tile_size=256, batch_size=8)
+  segment = segment.Segmenter(model, TASK, 1, tile_size=256, batch_size=8)
   assert segment.plan(448).starts == (0, 192)
   theirs = mw.monai_infer(torch, twin, image, tta=False, blend="hann")
   np.testing.assert_allclose(segment.logits(image), theirs, atol=1e-4)

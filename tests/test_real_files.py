@@ -12,9 +12,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from unetjax import image_io
-from unetjax.datasets import folders
-from unetjax.errors import ConfigError, DataError
+from unetjax.data import folders, image_io
+from unetjax.runtime.errors import ConfigError, DataError
 
 
 def _save(path, array, mode=None):

@@ -37,7 +37,7 @@ def _config(**overrides):
 def _cli_overrides(config) -> list[str]:
   """--config.KEY=VALUE flags turning configs/cells.py into `config`."""
   from configs import cells  # pylint: disable=g-import-not-at-top
-  from unetjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
   base = config_lib.flat_items(cells.get_config().to_dict())
   wanted = config_lib.flat_items(config.to_dict())
   return [f"--config.{k}={v}" for k, v in wanted.items() if base[k] != v]
@@ -46,8 +46,10 @@ def _cli_overrides(config) -> list[str]:
 def final_state(workdir: str, step: int) -> list[np.ndarray]:
   """Every array of the checkpoint at `step`: params, optimizer, RNG keys."""
   import jax  # pylint: disable=g-import-not-at-top
-  from unetjax import checkpointing, train  # pylint: disable=g-import-not-at-top
-  experiment = train.build_experiment(_config())
+
+  from unetjax.runtime import checkpointing  # pylint: disable=g-import-not-at-top
+  from unetjax.training import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  experiment = experiment_lib.build_experiment(_config())
   mngr = checkpointing.manager(workdir, keep=5, best_metric="val/dice",
                                best_mode="max", read_only=True)
   state, _ = checkpointing.restore(mngr, step, experiment.state)
@@ -58,7 +60,7 @@ def final_state(workdir: str, step: int) -> list[np.ndarray]:
 
 def results(workdir: str) -> dict:
   """metrics.json without timings, and the train/val history."""
-  from unetjax import history  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import history  # pylint: disable=g-import-not-at-top
   with open(os.path.join(workdir, "metrics.json")) as f:
     metrics = json.load(f)
   records = [{k: v for k, v in r.items() if k.split("/")[0] in
@@ -76,21 +78,21 @@ def assert_same_run(workdir: str, reference: str) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("reference"))
   train.train_and_evaluate(_config(), workdir)
   return workdir
 
 
 def test_same_config_and_seed_give_a_bit_identical_run(reference, tmp_path):
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(_config(), str(tmp_path))
   assert_same_run(str(tmp_path), reference)
 
 
 def test_a_different_seed_gives_a_different_run(reference, tmp_path):
   """The comparison above can fail: it sees a change of seed."""
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(_config(seed=1, num_steps=LOG_EVERY),
                            str(tmp_path))
   def first_loss(workdir):
@@ -131,8 +133,8 @@ def _committed_steps(workdir: str) -> list[int]:
 
 def test_killed_and_stopped_runs_resume_to_the_same_result(
     reference, tmp_path, monkeypatch):
-  from unetjax import train  # pylint: disable=g-import-not-at-top
-  from unetjax.errors import TrainingStopped  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime.errors import TrainingStopped  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path / "wd")
 
   # SIGKILL while the first checkpoint (step 4) is being committed, with
@@ -202,7 +204,7 @@ def _pause() -> None:
 
 def _install(point: str) -> None:
   """Patches the package or Orbax to call `_pause` at `point`."""
-  from unetjax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from unetjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   if point.startswith("step:"):
     pause_before = int(point.split(":")[1])
     real_batches = input_pipeline.train_batches

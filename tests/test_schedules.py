@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from unetjax import config as config_lib
-from unetjax import optimizers, schedules
-from unetjax.errors import ConfigError
+from unetjax.runtime import config as config_lib
+from unetjax.runtime.errors import ConfigError
+from unetjax.training import optimizers, schedules
 
 STEPS_PER_EPOCH = 10
 

@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from unetjax import startup_benchmark as sb
-from unetjax.errors import ConfigError
+from unetjax.benchmarks import startup as sb
+from unetjax.runtime.errors import ConfigError
 
 
 def test_marks_are_the_first_matching_lines_and_the_exit_gap():
@@ -43,6 +43,7 @@ def test_a_run_ends_at_once_with_every_file_complete(tmp_path):
   import fcntl  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+
   from conftest import REPO  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "wd"
   overrides = [f"--config.{k}" for k in (

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from unetjax import sweep
-from unetjax.errors import ConfigError
+from unetjax.runtime.errors import ConfigError
 
 CONFIG = textwrap.dedent('''
     import sys
@@ -226,8 +226,8 @@ TINY = {"num_steps": "2", "eval_every_steps": "2", "log_every_steps": "1",
 
 
 def _glas_files(folder):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   os.makedirs(folder)
   for part, count in (("train", 3), ("testA", 2), ("testB", 1)):

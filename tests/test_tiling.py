@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unetjax import tiling
+from unetjax.inference import tiling
 
 
 def test_plan_axis_strides_by_aligned_steps_and_covers_the_image():

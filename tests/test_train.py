@@ -8,14 +8,18 @@ import jax
 import numpy as np
 
 from tests.conftest import REPO, tiny_cells_config
-from unetjax import history, input_pipeline, parallel, train
-from unetjax import health as health_lib, steps as steps_lib
+from unetjax.data import input_pipeline
+from unetjax.runtime import history
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import health as health_lib
+from unetjax.training import parallel, train
+from unetjax.training import steps as steps_lib
 
 
 def _params(workdir, step):
   """Flat parameter arrays of the checkpoint at `step`."""
-  from unetjax import checkpointing  # pylint: disable=g-import-not-at-top
-  experiment = train.build_experiment(_saved_config(workdir))
+  from unetjax.runtime import checkpointing  # pylint: disable=g-import-not-at-top
+  experiment = experiment_lib.build_experiment(_saved_config(workdir))
   mngr = checkpointing.manager(workdir, keep=5, best_metric="val/dice",
                                best_mode="max", read_only=True)
   state, _ = checkpointing.restore(mngr, step, experiment.state)
@@ -23,7 +27,7 @@ def _params(workdir, step):
 
 
 def _saved_config(workdir):
-  from unetjax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
   saved = config_lib.load_saved(workdir)
   config = tiny_cells_config()
   config.update_from_flattened_dict(
@@ -33,7 +37,7 @@ def _saved_config(workdir):
 
 
 def test_one_train_step_lowers_the_loss_on_a_fixed_batch():
-  experiment = train.build_experiment(tiny_cells_config())
+  experiment = experiment_lib.build_experiment(tiny_cells_config())
   steps = steps_lib.jit_steps(experiment)
   split = experiment.dataset.split("train")
   local = next(input_pipeline.eval_batches(split, batch_size=4))
@@ -98,11 +102,11 @@ def test_cli_trains_and_rejects_an_unknown_override(tmp_path):
 def test_importing_the_writers_hides_the_gpus_from_tensorflow_first():
   """CLU's writer starts TensorFlow's runtime, after which the GPUs can no
   longer be hidden from it (it would take their memory from JAX): importing
-  `writers` goes through `input_pipeline.tensorflow()` first."""
-  code = ("from unetjax import input_pipeline\n"
-          "assert input_pipeline.tensorflow.cache_info().currsize == 0\n"
-          "from unetjax import writers\n"
-          "print(input_pipeline.tensorflow.cache_info().currsize)\n")
+  `writers` goes through `imports.tensorflow()` first."""
+  code = ("from unetjax.runtime import imports\n"
+          "assert imports.tensorflow.cache_info().currsize == 0\n"
+          "from unetjax.training import writers\n"
+          "print(imports.tensorflow.cache_info().currsize)\n")
   done = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                         capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
@@ -110,20 +114,20 @@ def test_importing_the_writers_hides_the_gpus_from_tensorflow_first():
 
 
 def test_tensorflow_is_imported_without_keras_which_still_loads_on_use():
-  """`input_pipeline.tensorflow()` keeps Keras (and scikit-learn, which it
+  """`imports.tensorflow()` keeps Keras (and scikit-learn, which it
   imports) out of TensorFlow's import; `tf.data` works, `tf.keras` still
   loads Keras when used, and a Keras the process already had is left as
   it is."""
   fresh = ("import sys\n"
-           "from unetjax import input_pipeline\n"
-           "tf = input_pipeline.tensorflow()\n"
+           "from unetjax.runtime import imports\n"
+           "tf = imports.tensorflow()\n"
            "print('keras' in sys.modules, 'sklearn' in sys.modules)\n"
            "print(list(tf.data.Dataset.range(3).map(lambda x: 2 * x)"
            ".as_numpy_iterator()))\n"
            "print(tf.keras.callbacks.Callback.__module__.split('.')[0])\n")
   had = ("import sys, keras\n"
-         "from unetjax import input_pipeline\n"
-         "input_pipeline.tensorflow()\n"
+         "from unetjax.runtime import imports\n"
+         "imports.tensorflow()\n"
          "print(sys.modules['keras'] is keras)\n")
   outputs = []
   for code in (fresh, had):
@@ -140,8 +144,9 @@ def test_initialize_gives_the_modules_graph_and_the_eager_values():
   """One traced program initialises the model and optimizer: the graph
   definition kept from that trace is the one an abstract build gives, and
   the values are those of building the modules eagerly, op by op."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
   from unetjax import models  # pylint: disable=g-import-not-at-top
   config = tiny_cells_config()
 
@@ -154,7 +159,7 @@ def test_initialize_gives_the_modules_graph_and_the_eager_values():
     return graphdef.nodes, [(k, type(v.value) if k == "tx" else v)
                             for k, v in graphdef.attributes]
 
-  graphdef, state = train.initialize(create)
+  graphdef, state = experiment_lib.initialize(create)
   abstract_graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
   assert structure(graphdef) == structure(abstract_graphdef)
   eager_graphdef, eager_state = nnx.split(create())

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from unetjax import datasets, trained
-from unetjax.errors import WorkdirError
+from unetjax import data as datasets
+from unetjax.inference import trained
+from unetjax.runtime.errors import WorkdirError
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 from unetjax import models
-from unetjax.datasets import DataInfo
-from unetjax.errors import ConfigError
+from unetjax.data import DataInfo
 from unetjax.models import spec as spec_lib
 from unetjax.models.unet import ConvBlock, UNet
+from unetjax.runtime.errors import ConfigError
 from unetjax.tasks.segmentation import BinarySegmentation
 
 INFO = DataInfo("x", 2, 1, ("bg", "fg"))

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from unetjax import unused_imports
+from unetjax.runtime import imports as unused_imports
 
 
 def test_hidden_module_cannot_be_imported_inside_and_can_after(tmp_path,
@@ -44,7 +44,7 @@ def test_start_path_imports_neither_scikit_learn_nor_pyplot_until_used():
   import normally afterwards, pyplot on the file-only Agg backend."""
   code = ("import sys\n"
           "import unetjax.tasks.instances, unetjax.tasks.segmentation\n"
-          "from unetjax import plots, writers\n"
+          "from unetjax.training import writers\nfrom unetjax.viz import plots\n"
           "print(sorted(m for m in ('sklearn', 'matplotlib.pyplot', 'keras')"
           " if m in sys.modules))\n"
           "import sklearn.metrics\n"

@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 from tests.conftest import tiny_cells_config
-from unetjax import train, workdir as workdir_lib
-from unetjax.errors import ConfigError, WorkdirError
+from unetjax.runtime.errors import ConfigError, WorkdirError
+from unetjax.training import train
+from unetjax.training import workdir as workdir_lib
 
 
 def _snapshot(directory):

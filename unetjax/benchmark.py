@@ -20,629 +20,13 @@ the cuDNN convolutions) and compared with a matmul peak, in the compute
 dtype, measured in each run.
 """
 import argparse
-import ast
-import importlib.util
-import itertools
 import json
-import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
-import time
-from typing import Any
 
-from unetjax import compilation_cache, layer_benchmark
-
-REFERENCE = "reference"
-ORIGINAL = "original"
-PIPELINE, FIXED = "pipeline", "fixed"
-# The n of the n x n x n matmul whose speed is taken as the peak: a size at
-# which the backend's GEMM runs at full speed (a GPU needs a larger one).
-_MATMUL_SIZE = {"cpu": 2048}
-_MATMUL_SIZE_ACCELERATOR = 8192
-
-
-def reference_config():
-  """The U-Net of the PyTorch comparison: 7,762,465 parameters.
-
-  Depth 4, 32 base features doubling to 512, BatchNorm, ReLU, 2x2
-  transposed-conv up-sampling, 256x256x1 input, batch 8, BCE, Adam; the
-  images are the synthetic cells at 256x256 with flips and rotations.
-  """
-  from unetjax.config import base_config  # pylint: disable=g-import-not-at-top
-  config = base_config()
-  config.model = dict(name="unet", depth=4, features=32, batchnorm=True)
-  config.data = dict(name="cells", train_examples=0, image_size=256,
-                     num_train=16, num_val=8, num_test=8, seed=0)
-  config.task = dict(name="binary_segmentation", dice_weight=0.0)
-  config.augment.flip = True
-  config.augment.rot90 = True
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  return config
-
-
-def original_config():
-  """The paper-sized U-Net (64 base features, 31,036,481 parameters) on
-  512x512 inputs, batch 4: a GPU-sized job."""
-  config = reference_config()
-  config.model.features = 64
-  config.data.image_size = 512
-  config.batch_size = config.eval_batch_size = 4
-  return config
-
-
-def load_config(name: str):
-  """A named config, a config name under configs/, or a config file path."""
-  named = {REFERENCE: reference_config, ORIGINAL: original_config}
-  if name in named:
-    return named[name]()
-  path = name if name.endswith(".py") else os.path.join("configs",
-                                                        f"{name}.py")
-  if not os.path.exists(path):
-    from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-    raise ConfigError(f"--config {name}: {path} does not exist; expected "
-                      f"'{REFERENCE}', a name under configs/ or a .py path")
-  spec = importlib.util.spec_from_file_location("benchmark_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-# --- measurements shared by both frameworks ----------------------------------
-
-
-def peak_rss_bytes() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def median_seconds(fn, repeats: int) -> float:
-  """Median wall time of `fn()`, which must block until its work is done."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def matmul_size(platform_name: str) -> int:
-  return _MATMUL_SIZE.get(platform_name, _MATMUL_SIZE_ACCELERATOR)
-
-
-def warm_median_seconds(fn, repeats: int) -> float:
-  """`median_seconds` after one untimed call (compilation, warm caches)."""
-  fn()
-  return median_seconds(fn, repeats)
-
-
-def matmul_gflops(matmul, n: int, repeats: int = 5) -> float:
-  """GFLOP/s of `matmul()`, a blocking n x n x n product."""
-  return 2 * n ** 3 / warm_median_seconds(matmul, repeats) / 1e9
-
-
-def jax_matmul_peak(dtype: str = "float32") -> float:
-  """GFLOP/s of JAX's n x n x n matmul on the first device."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  size = matmul_size(jax.devices()[0].platform)
-  a = jnp.ones((size, size), jnp.dtype(dtype))
-  product = jax.jit(jnp.matmul)
-  return matmul_gflops(lambda: product(a, a).block_until_ready(), size)
-
-
-def torch_matmul_peak(device: str, dtype: str = "float32") -> float:
-  """GFLOP/s of torch's n x n x n matmul on `device`."""
-  import torch  # pylint: disable=g-import-not-at-top
-  size = matmul_size(device)
-  a = torch.ones(size, size, device=device, dtype=getattr(torch, dtype))
-  return matmul_gflops(lambda: torch.mm(a, a).sum().item(), size)
-
-
-# --- the JAX worker ----------------------------------------------------------
-
-
-def override(config, assignments: list[str]) -> None:
-  """Applies `key=value` settings (Python literals) to existing keys only."""
-  from unetjax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  config.lock()  # a misspelt key fails instead of adding a new one
-  for assignment in assignments:
-    key, _, text = assignment.partition("=")
-    *parents, leaf = key.split(".")
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    try:
-      section = config_lib.lookup(config, ".".join(parents)) if parents \
-          else config
-      section[leaf] = value
-    except (KeyError, AttributeError, TypeError) as e:
-      raise ConfigError(f"--set {assignment}: {e}") from None
-  config.unlock()
-
-
-def fixed_batch(split, batch_size: int, crop_size: int) -> dict[str, Any]:
-  """The first `batch_size` training examples as the pipeline would give
-  them, without augmentation: the same shapes and value ranges."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from unetjax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  if split.sizes is not None or len(split) < batch_size:
-    raise ConfigError(f"--input {FIXED} needs {batch_size} training examples "
-                      f"of one size; this split has {len(split)}"
-                      + (" of varying sizes" if split.sizes is not None
-                         else ""))
-  images = split.images[:batch_size]
-  images = (images / np.float32(255) if images.dtype == np.uint8
-            else images.astype(np.float32))
-  labels = split.labels[:batch_size]
-  if crop_size:
-    images = images[:, :crop_size, :crop_size]
-    labels = labels[:, :crop_size, :crop_size]
-  return {"image": images, "label": labels}
-
-
-def run_jax(config_name: str, steps: int, batch_size: int,
-            dtype: str = "", assignments: tuple[str, ...] = (),
-            input_mode: str = PIPELINE) -> dict[str, Any]:
-  """One fresh process's measurements of the package's own train step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from unetjax import input_pipeline, parallel, train  # pylint: disable=g-import-not-at-top
-  from unetjax import health as health_lib  # pylint: disable=g-import-not-at-top
-  from unetjax import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  parallel.initialize_distributed()
-  rss_at_start = peak_rss_bytes()
-  started = time.perf_counter()
-  config = load_config(config_name)
-  if batch_size:
-    config.batch_size = config.eval_batch_size = batch_size
-  if dtype:
-    config.dtype = dtype
-  override(config, list(assignments))
-  experiment = train.build_experiment(config)
-  steps_fns = steps_lib.jit_steps(experiment)
-  sharding = parallel.data_sharding(experiment.mesh)
-  split = train.train_split(config, experiment.dataset)
-
-  def batches():
-    return input_pipeline.train_batches(
-        split, batch_size=config.batch_size, seed=config.seed, start_step=0,
-        augment_config=config.augment)
-
-  if input_mode == FIXED:
-    stream = itertools.repeat(fixed_batch(split, config.batch_size,
-                                          config.augment.crop_size))
-  else:
-    stream = batches()
-  state = experiment.state
-  replicated = parallel.replicated(experiment.mesh)
-  metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
-  health = jax.device_put(health_lib.initial_health(), replicated)
-  batch = parallel.global_batch(next(stream), sharding)
-  build_s = time.perf_counter() - started
-  compile_start = time.perf_counter()
-  compiled = steps_lib.compile_ahead(steps_fns.train, state, metrics,
-                                     health, batch)
-  compile_s = time.perf_counter() - compile_start
-  state, metrics, health = jax.block_until_ready(steps_fns.train(
-      state, metrics, health, batch))
-  first_step_s = time.perf_counter() - started
-
-  step_times, waits = [], []
-  for _ in range(steps):
-    step_start = time.perf_counter()
-    if input_mode != FIXED:  # a fixed batch stays on the device
-      batch = parallel.global_batch(next(stream), sharding)
-    waits.append(time.perf_counter() - step_start)
-    state, metrics, health = jax.block_until_ready(steps_fns.train(
-        state, metrics, health, batch))
-    step_times.append(time.perf_counter() - step_start)
-  step_s = statistics.median(step_times)
-  train_rss = peak_rss_bytes()
-
-  flops = compiled.cost_analysis()["flops"]
-  memory = compiled.memory_analysis()
-  device_peak = _device_peak_bytes(jax.devices()[0])
-  peak = jax_matmul_peak(config.dtype)
-  image = batch["image"]
-  model_flops = analytic_train_flops(experiment, image)
-  result = dict(
-      framework="jax", config=config_name, device=str(jax.devices()[0]),
-      dtype=config.dtype,
-      xla_flags=os.environ.get("XLA_FLAGS", ""),
-      batch_size=config.batch_size, input_shape=list(image.shape[1:]),
-      num_params=experiment.num_params,
-      build_s=build_s, compile_s=compile_s,
-      time_to_first_step_s=first_step_s,
-      step_s=step_s, images_per_s=config.batch_size / step_s,
-      input_wait_fraction=sum(waits) / sum(step_times),
-      flops_per_step=flops, analytic_flops_per_step=model_flops,
-      gflops_per_s=model_flops / step_s / 1e9, matmul_peak_gflops=peak,
-      input=input_mode,
-      eval_images_per_s=_inference_throughput(
-          steps_fns.eval, state, batch, config.batch_size),
-      predict_images_per_s=_inference_throughput(
-          steps_fns.predict, state, batch, config.batch_size),
-      rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
-      peak_rss_bytes=peak_rss_bytes(),
-      step_buffers_bytes=_buffer_bytes(memory),
-      torch_spec=_torch_spec(config, experiment, image.shape))
-  if device_peak is not None:
-    result["device_peak_bytes"] = device_peak
-  if input_mode == PIPELINE:
-    result["input_images_per_s"] = input_throughput(batches(),
-                                                    config.batch_size)
-  return result
-
-
-def _inference_throughput(step, state, batch, batch_size: int) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  seconds = warm_median_seconds(
-      lambda: jax.block_until_ready(step(state, batch)), 3)
-  return batch_size / seconds
-
-
-def input_throughput(stream, batch_size: int, num_batches: int = 20) -> float:
-  """Images/s of the input pipeline alone, after its first batch."""
-  next(stream)
-  start = time.perf_counter()
-  for _ in range(num_batches):
-    next(stream)
-  return num_batches * batch_size / (time.perf_counter() - start)
-
-
-def _device_peak_bytes(device) -> int | None:
-  """Peak bytes in use on the device (compile-time autotuning included),
-  where the device reports it (GPUs do, the CPU does not)."""
-  stats = device.memory_stats()
-  if stats and "peak_bytes_in_use" in stats:
-    return int(stats["peak_bytes_in_use"])
-  return None
-
-
-def _buffer_bytes(memory) -> int:
-  """XLA's size of the compiled step's arguments, outputs and temporaries,
-  donated arguments counted once."""
-  return int(memory.argument_size_in_bytes + memory.output_size_in_bytes
-             + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
-
-
-def analytic_train_flops(experiment, images) -> float:
-  """3x the forward convolution and matmul FLOPs (forward, both gradients).
-
-  Counted from the traced forward pass; the input gradient of the first
-  layer, which a train step skips, is included, so this is a slight
-  over-count of what the step must compute.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  model, _ = nnx.merge(experiment.graphdef, experiment.state)
-  model.eval()
-  jaxpr = jax.make_jaxpr(lambda x: model(x))(images)  # pylint: disable=unnecessary-lambda
-  return 3.0 * jaxpr_flops(jaxpr.jaxpr)
-
-
-def jaxpr_flops(jaxpr) -> float:
-  """Multiply-add FLOPs (2 per MAC) of the convs and matmuls in a jaxpr."""
-  from jax.extend import core  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  total = 0.0
-  for eqn in jaxpr.eqns:
-    out = eqn.outvars[0].aval.shape
-    if eqn.primitive.name == "conv_general_dilated":
-      rhs = eqn.invars[1].aval.shape
-      out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
-      total += 2.0 * np.prod(out) * np.prod(rhs) / out_features
-    elif eqn.primitive.name == "dot_general":
-      (contract, _), _ = eqn.params["dimension_numbers"]
-      lhs = eqn.invars[0].aval.shape
-      total += 2.0 * np.prod(out) * np.prod([lhs[d] for d in contract])
-    for sub in core.jaxprs_in_params(eqn.params):
-      total += jaxpr_flops(sub)
-  return total
-
-
-def _torch_spec(config, experiment, shape) -> dict[str, Any] | None:
-  """What the torch twin needs, or None for a model it does not mirror."""
-  model = dict(config.model)
-  plain = (model.get("name") == "unet" and isinstance(model.get("features"),
-                                                      int)
-           and all(model.get(k, d) == d for k, d in _TORCH_DEFAULTS.items()))
-  if not plain:
-    return None
-  return dict(depth=model["depth"], features=model["features"],
-              batchnorm=model.get("batchnorm", False),
-              bn_momentum=model.get("bn_momentum", 0.9),
-              in_channels=experiment.dataset.info.in_channels,
-              num_outputs=experiment.task.num_outputs,
-              input_shape=[int(s) for s in shape],
-              learning_rate=config.optimizer.learning_rate,
-              dtype=config.dtype,
-              num_params=experiment.num_params)
-
-
-# UNet options the torch twin implements only at these values.
-_TORCH_DEFAULTS = dict(padding="SAME", kernel_size=3, convs_per_level=2,
-                       activation="relu", dropout=0.0, skip=True,
-                       upsampling="transpose", dilate=False)
-
-
-# --- the PyTorch worker ------------------------------------------------------
-
-
-def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
-  """The same U-Net, loss and optimizer in PyTorch, on random batches.
-
-  On a GPU if torch sees one; bfloat16 compute through autocast when the
-  JAX side computes in bfloat16.
-  """
-  import torch  # pylint: disable=g-import-not-at-top
-  rss_at_start = peak_rss_bytes()
-  started = time.perf_counter()
-  torch.manual_seed(0)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  if device == "cuda":
-    # As JAX on a GPU by default: TF32 in float32 matmuls and convolutions,
-    # and the fastest convolution algorithms picked by trial.
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-  autocast = torch.autocast(device, dtype=torch.bfloat16,
-                            enabled=spec["dtype"] == "bfloat16")
-  model = _torch_unet(torch, spec).to(device)
-  num_params = sum(p.numel() for p in model.parameters())
-  optimizer = torch.optim.Adam(model.parameters(),
-                               lr=spec["learning_rate"])
-  loss_fn = torch.nn.BCEWithLogitsLoss()
-  n, h, w, c = spec["input_shape"]
-  images = torch.rand(n, c, h, w, device=device)
-  labels = (torch.rand(n, spec["num_outputs"], h, w, device=device)
-            > 0.5).float()
-
-  def step():
-    optimizer.zero_grad(set_to_none=True)
-    with autocast:
-      logits = model(images)
-    loss = loss_fn(logits.float(), labels)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-  model.train()
-  step()
-  first_step_s = time.perf_counter() - started
-  step_s = median_seconds(step, steps)
-  train_rss = peak_rss_bytes()
-  peak = torch_matmul_peak(device, spec["dtype"])
-  model.eval()
-  with torch.no_grad(), autocast:
-    predict_s = median_seconds(
-        lambda: torch.sigmoid(model(images)).sum().item(), 3)
-  return dict(framework="torch", torch_version=torch.__version__,
-              device=device,
-              torch_threads=torch.get_num_threads(), num_params=num_params,
-              time_to_first_step_s=first_step_s, step_s=step_s,
-              images_per_s=n / step_s, matmul_peak_gflops=peak,
-              predict_images_per_s=n / predict_s,
-              rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
-              peak_rss_bytes=peak_rss_bytes())
-
-
-def _torch_unet(torch, spec):
-  """The torch twin of unetjax's UNet with SAME padding, as in the spec."""
-  nn = torch.nn
-  widths = [spec["features"] * 2 ** level for level in range(spec["depth"] + 1)]
-
-  def block(cin, cout):
-    layers = []
-    for i in range(2):
-      layers.append(nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1,
-                              bias=not spec["batchnorm"]))
-      if spec["batchnorm"]:
-        layers.append(nn.BatchNorm2d(cout, eps=1e-5,
-                                     momentum=1 - spec["bn_momentum"]))
-      layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-  class UNet(nn.Module):
-    """Encoder, bottleneck, decoder with concatenated skips, 1x1 head."""
-
-    def __init__(self):
-      super().__init__()
-      cin = spec["in_channels"]
-      self.down = nn.ModuleList()
-      for width in widths[:-1]:
-        self.down.append(block(cin, width))
-        cin = width
-      self.bottleneck = block(cin, widths[-1])
-      self.up = nn.ModuleList()
-      self.decode = nn.ModuleList()
-      for level in reversed(range(spec["depth"])):
-        self.up.append(nn.ConvTranspose2d(widths[level + 1], widths[level],
-                                          2, stride=2))
-        self.decode.append(block(2 * widths[level], widths[level]))
-      self.head = nn.Conv2d(widths[0], spec["num_outputs"], 1)
-
-    def forward(self, x):
-      skips = []
-      for down in self.down:
-        x = down(x)
-        skips.append(x)
-        x = nn.functional.max_pool2d(x, 2)
-      x = self.bottleneck(x)
-      for up, decode, skip in zip(self.up, self.decode, reversed(skips)):
-        x = decode(torch.cat([skip, up(x)], dim=1))
-      return self.head(x)
-
-  return UNet()
-
-
-# --- the driver: fresh processes, alternating, then a table ------------------
-
-
-def machine() -> dict[str, Any]:
-  """Where the figures were taken: CPU, cores, load and library versions."""
-  versions = {}
-  for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
-    try:
-      from importlib import metadata  # pylint: disable=g-import-not-at-top
-      versions[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-      versions[name] = None
-  return dict(cpu=_cpu_name(), cores=os.cpu_count(),
-              platform=platform.platform(), python=platform.python_version(),
-              versions=versions)
-
-
-def _cpu_name() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-def _run_worker(args: list[str]) -> dict[str, Any]:
-  """Runs one measurement in a fresh interpreter; its last line is JSON.
-
-  The persistent compilation cache is off there, so every run compiles
-  from scratch and the compile times are comparable.
-  """
-  load_before = os.getloadavg()[0]
-  env = dict(os.environ, **{compilation_cache.OPT_OUT_VARIABLE: "0"})
-  done = subprocess.run([sys.executable, "-m", "unetjax.benchmark",
-                         "--worker", *args], capture_output=True, text=True,
-                        check=False, env=env)
-  if done.returncode:
-    tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-    return dict(error=tail)
-  result = json.loads(done.stdout.strip().splitlines()[-1])
-  result["load_1min"] = [load_before, os.getloadavg()[0]]
-  return result
-
-
-def torch_available() -> bool:
-  return importlib.util.find_spec("torch") is not None
-
-
-def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,
-              dtype: str, assignments: list[str], with_torch: bool,
-              input_mode: str = PIPELINE) -> dict[str, Any]:
-  """Alternating fresh-process runs of JAX (and torch): all results."""
-  runs = {"jax": [], "torch": []}
-  for _ in range(repeats):
-    jax_run = _run_worker(["jax", "--config", config_name, "--steps",
-                           str(steps), "--batch-size", str(batch_size),
-                           "--dtype", dtype, "--input", input_mode,
-                           *[f"--set={a}" for a in assignments]])
-    runs["jax"].append(jax_run)
-    spec = jax_run.get("torch_spec")
-    if with_torch and spec:
-      runs["torch"].append(_run_worker(["torch", "--steps", str(steps),
-                                        "--spec", json.dumps(spec)]))
-  return dict(config=config_name, steps=steps, repeats=repeats,
-              input=input_mode,
-              machine=machine(), runs=runs, summary=summarize(runs))
-
-
-def benchmark_layers(config_name: str, *, steps: int, repeats: int,
-                     batch_size: int, assignments: list[str],
-                     with_torch: bool) -> dict[str, Any]:
-  """Alternating fresh-process runs of `layer_benchmark`: all results."""
-  config = load_config(config_name)
-  if batch_size:
-    config.batch_size = batch_size
-  override(config, list(assignments))
-  level_list = layer_benchmark.levels(config)
-  frameworks = ["jax"] + (["torch"] if with_torch else [])
-  runs = {framework: [] for framework in frameworks}
-  for _ in range(repeats):
-    for framework in frameworks:
-      runs[framework].append(_run_worker(
-          [f"{framework}-layers", "--steps", str(steps), "--spec",
-           json.dumps(level_list)]))
-  return dict(config=config_name, steps=steps, repeats=repeats,
-              machine=machine(), runs=runs,
-              summary=layer_benchmark.summarize(level_list, runs))
-
-
-_MEDIAN_KEYS = ("build_s", "compile_s", "time_to_first_step_s", "step_s",
-                "images_per_s", "input_wait_fraction", "flops_per_step",
-                "analytic_flops_per_step", "gflops_per_s",
-                "matmul_peak_gflops", "input_images_per_s",
-                "eval_images_per_s", "predict_images_per_s",
-                "rss_at_start_bytes", "train_peak_rss_bytes", "peak_rss_bytes",
-                "step_buffers_bytes", "device_peak_bytes", "num_params")
-
-
-def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
-  """Medians over the repeats, and the JAX/torch ratios."""
-  summary = {}
-  for framework, results in runs.items():
-    good = [r for r in results if "error" not in r]
-    summary[framework] = {
-        key: statistics.median(r[key] for r in good)
-        for key in _MEDIAN_KEYS if good and key in good[0]}
-  jax_s, torch_s = summary["jax"], summary["torch"]
-  peaks = [r["matmul_peak_gflops"] for results in runs.values()
-           for r in results if "matmul_peak_gflops" in r]
-  if jax_s and peaks:
-    summary["matmul_peak_gflops"] = max(peaks)
-    summary["jax_fraction_of_peak"] = jax_s["gflops_per_s"] / max(peaks)
-  if jax_s and torch_s:
-    summary["speed_ratio_jax_over_torch"] = (jax_s["images_per_s"]
-                                             / torch_s["images_per_s"])
-    summary["memory_ratio_jax_over_torch"] = (
-        jax_s["train_peak_rss_bytes"] / torch_s["train_peak_rss_bytes"])
-    if "analytic_flops_per_step" in jax_s:
-      summary["torch_fraction_of_peak"] = (
-          jax_s["analytic_flops_per_step"] / torch_s["step_s"] / 1e9
-          / max(peaks))
-  return summary
-
-
-def table(result: dict[str, Any]) -> str:
-  """The summary as aligned text rows."""
-  summary = result["summary"]
-  rows = [("config", result["config"]),
-          ("machine", f"{result['machine']['cpu']}, "
-                      f"{result['machine']['cores']} cores"),
-          ("versions", ", ".join(f"{k} {v}" for k, v in
-                                 result["machine"]["versions"].items() if v))]
-  for framework in ("jax", "torch"):
-    for key, value in summary.get(framework, {}).items():
-      rows.append((f"{framework} {key}", _format(key, value)))
-    errors = [r["error"] for r in result["runs"][framework] if "error" in r]
-    if errors:
-      rows.append((f"{framework} errors", "; ".join(errors)))
-  for key, value in summary.items():
-    if not isinstance(value, dict):
-      rows.append((key, _format(key, value)))
-  loads = [r["load_1min"][0] for runs in result["runs"].values()
-           for r in runs if "load_1min" in r]
-  if loads:
-    rows.append(("load average (1 min) before runs",
-                 ", ".join(f"{x:.2f}" for x in loads)))
-  width = max(len(name) for name, _ in rows)
-  return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def _format(key: str, value) -> str:
-  if key.endswith("bytes"):
-    return f"{value / 2 ** 30:.2f} GiB"
-  if "flops_per_step" in key:
-    return f"{value / 1e9:.1f} GFLOP"
-  if key.endswith(("fraction", "ratio_jax_over_torch", "of_peak")):
-    return f"{value:.3f}"
-  if isinstance(value, float):
-    return f"{value:.3g}"
-  return str(value)
+from unetjax.benchmarks import common, training
+from unetjax.benchmarks import layers as layer_benchmark
+from unetjax.benchmarks.common import REFERENCE
+from unetjax.benchmarks.training import FIXED, PIPELINE
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -671,15 +55,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "level instead of the train step")
   parser.add_argument("--predict", action="store_true",
                       help="overlap-tile inference next to MONAI "
-                           "(unetjax/predict_benchmark.py; --config "
+                           "(unetjax/benchmarks/predict.py; --config "
                            "defaults to isbi2012 there)")
   parser.add_argument("--startup", action="store_true",
                       help="process start to first train step (cold and "
                            "warm compilation cache) and last line to exit "
-                           "of unetjax-train (unetjax/startup_benchmark.py; "
+                           "of unetjax-train (unetjax/benchmarks/startup.py; "
                            "--config defaults to default there, --steps "
                            "are the run's steps)")
-  from unetjax import predict_benchmark  # pylint: disable=g-import-not-at-top
+  from unetjax.benchmarks import predict as predict_benchmark  # pylint: disable=g-import-not-at-top
   predict_benchmark.add_arguments(parser)
   parser.add_argument("--worker", choices=("jax", "torch", "jax-layers",
                                            "torch-layers"),
@@ -694,11 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit("--layers times float32 convolutions on random inputs: "
              "--dtype and --input do not apply to it")
   if args.worker == "jax":
-    print(json.dumps(run_jax(args.config, args.steps, args.batch_size,
+    print(json.dumps(training.run_jax(args.config, args.steps, args.batch_size,
                              args.dtype, args.set, args.input)))
     return
   if args.worker == "torch":
-    print(json.dumps(run_torch(json.loads(args.spec), args.steps)))
+    print(json.dumps(training.run_torch(json.loads(args.spec), args.steps)))
     return
   if args.worker in ("jax-layers", "torch-layers"):
     run = (layer_benchmark.run_jax if args.worker == "jax-layers"
@@ -706,32 +90,32 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(run(json.loads(args.spec), args.steps)))
     return
   if args.startup:
-    from unetjax import startup_benchmark  # pylint: disable=g-import-not-at-top
+    from unetjax.benchmarks import startup as startup_benchmark  # pylint: disable=g-import-not-at-top
     startup_benchmark.main(args)
     return
   if args.predict:
-    from unetjax import predict_benchmark  # pylint: disable=g-import-not-at-top
+    from unetjax.benchmarks import predict as predict_benchmark  # pylint: disable=g-import-not-at-top
     if args.frameworks == "jax,torch":
       args.frameworks = "jax,monai"
     predict_benchmark.main(args)
     return
   with_torch = "torch" in args.frameworks.split(",")
-  if with_torch and not torch_available():
+  if with_torch and not common.torch_available():
     print("torch is not installed (pip install -e .[bench]): JAX only.",
           file=sys.stderr)
     with_torch = False
   if args.layers:
-    result = benchmark_layers(args.config, steps=args.steps,
+    result = layer_benchmark.benchmark_layers(args.config, steps=args.steps,
                               repeats=args.repeats,
                               batch_size=args.batch_size,
                               assignments=args.set, with_torch=with_torch)
     print(layer_benchmark.table(result["summary"]))
   else:
-    result = benchmark(args.config, steps=args.steps, repeats=args.repeats,
+    result = training.benchmark(args.config, steps=args.steps, repeats=args.repeats,
                        batch_size=args.batch_size, dtype=args.dtype,
                        assignments=args.set, with_torch=with_torch,
                        input_mode=args.input)
-    print(table(result))
+    print(training.table(result))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)

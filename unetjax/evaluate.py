@@ -31,9 +31,14 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from unetjax import cli, datasets, evaluation, parallel, plots, train, trained
-from unetjax import steps as steps_lib
-from unetjax.errors import ConfigError
+from unetjax import data as datasets
+from unetjax.inference import trained
+from unetjax.runtime import cli
+from unetjax.runtime.errors import ConfigError
+from unetjax.training import evaluation, parallel
+from unetjax.training import experiment as experiment_lib
+from unetjax.training import steps as steps_lib
+from unetjax.viz import plots
 
 FLAGS = flags.FLAGS
 
@@ -78,7 +83,7 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
   return report
 
 
-def example_columns(experiment: train.Experiment, steps: steps_lib.Steps,
+def example_columns(experiment: experiment_lib.Experiment, steps: steps_lib.Steps,
                     state, split: datasets.Split) -> dict[str, np.ndarray]:
   """Per-example columns: id, every per-example task output, and for
   classifiers (one label per example) the true and predicted class."""

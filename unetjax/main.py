@@ -6,17 +6,17 @@ reported in one line, without a traceback, and exit 1. SIGTERM or SIGINT
 save a checkpoint and exit 128 + the signal number; re-running the same
 command resumes.
 """
-import re
 import os
+import re
 import sys
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from unetjax import cli
-from unetjax import config as config_lib
-from unetjax.cli import fail
-from unetjax.errors import TrainingStopped, UnetjaxError
+from unetjax.runtime import cli
+from unetjax.runtime import config as config_lib
+from unetjax.runtime.cli import fail
+from unetjax.runtime.errors import TrainingStopped, UnetjaxError
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
@@ -115,7 +115,8 @@ def main(argv):
          "--config, --workdir, --fresh and --config.KEY=VALUE)")
   cli.quiet_library_logs()
   config = load_config()
-  from unetjax import train, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)
   workdir = FLAGS.workdir
   try:
@@ -166,7 +167,7 @@ def exit_without_teardown() -> None:
 def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-train`). The garbage collector
   stays off until the first train step is done (`host_memory`)."""
-  from unetjax import host_memory  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import host_memory  # pylint: disable=g-import-not-at-top
   host_memory.pause_collection_for_start()
   try:
     cli.run(main, sys.modules[__name__], argv, flags_parser=parse_flags)

@@ -14,8 +14,9 @@ import sys
 
 from absl import flags
 
-from unetjax import cli, history, plots
-from unetjax.errors import ConfigError, WorkdirError
+from unetjax.runtime import cli, history
+from unetjax.runtime.errors import ConfigError, WorkdirError
+from unetjax.viz import plots
 
 FLAGS = flags.FLAGS
 

@@ -47,15 +47,15 @@ import shlex
 import subprocess
 import sys
 
-from absl import app, flags
 import ml_collections
+from absl import app, flags
 from ml_collections import config_flags
 
-from unetjax import cli
-from unetjax import config as config_lib
-from unetjax import history, sweep_report
-from unetjax import workdir as workdir_lib
-from unetjax.errors import ConfigError, UnetjaxError
+from unetjax.runtime import cli, history
+from unetjax.runtime import config as config_lib
+from unetjax.runtime.errors import ConfigError, UnetjaxError
+from unetjax.training import workdir as workdir_lib
+from unetjax.viz import sweep_report
 
 FLAGS = flags.FLAGS
 TRIAL_KEYS = ("trial", "config")  # a trial dict's keys that are not overrides
@@ -286,7 +286,7 @@ def run_subprocess(trial: Trial) -> str | None:
 
 def run_in_process(trial: Trial) -> str | None:
   """Trains one trial in this process (tests: TFDS mock data holds here)."""
-  from unetjax import train  # pylint: disable=g-import-not-at-top
+  from unetjax.training import train  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(trial.config, trial.workdir)
   except UnetjaxError as e:

@@ -12,10 +12,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from unetjax import config as config_lib
-from unetjax.errors import ConfigError
 from unetjax.models import spec
-from unetjax.registry import Registry
+from unetjax.runtime import config as config_lib
+from unetjax.runtime.errors import ConfigError
+from unetjax.runtime.registry import Registry
 
 MODELS = Registry("model", "model.name", {
     "unet": "unetjax.models.unet:UNet",

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unetjax.errors import ConfigError
 from unetjax.models import layers, normalization
+from unetjax.runtime.errors import ConfigError
 
 ORDERS = ("conv_act_pool", "conv_pool_act")
 

@@ -14,9 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
-from unetjax import checkpointing
-from unetjax.errors import CheckpointError, ConfigError
 from unetjax.models.resnet import ResNet
+from unetjax.runtime import checkpointing
+from unetjax.runtime.errors import CheckpointError, ConfigError
 
 STRIDE = 32
 _UPSAMPLING = ("transpose", "bilinear")

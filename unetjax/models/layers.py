@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unetjax.errors import ConfigError
+from unetjax.runtime.errors import ConfigError
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:

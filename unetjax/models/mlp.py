@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unetjax.errors import ConfigError
 from unetjax.models import layers
+from unetjax.runtime.errors import ConfigError
 
 
 class MLP(nnx.Module):

@@ -6,12 +6,12 @@ is a classifier (global average pool, dense); without one (`num_outputs=0`)
 it is the stride-32 backbone of FCN-32, and a classifier's checkpoint can
 seed that backbone because both share the layer names.
 """
-from flax import nnx
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from unetjax.errors import ConfigError
 from unetjax.models import normalization
+from unetjax.runtime.errors import ConfigError
 
 BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 # torchvision's conv init (He normal, fan-out); also far cheaper to compile

@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any
 
-from unetjax.errors import ConfigError
+from unetjax.runtime.errors import ConfigError
 
 NOT_IN_SPEC = ("self", "in_channels", "num_outputs", "dtype", "param_dtype",
                "rngs")

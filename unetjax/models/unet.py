@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unetjax.errors import ConfigError
 from unetjax.models import layers, normalization
+from unetjax.runtime.errors import ConfigError
 
 _PADDINGS = ("SAME", "VALID")
 _UPSAMPLING = ("transpose", "bilinear")

@@ -35,9 +35,9 @@ import inspect
 
 import ml_collections
 
-from unetjax import config as config_lib
-from unetjax.errors import ConfigError
-from unetjax.registry import Registry
+from unetjax.runtime import config as config_lib
+from unetjax.runtime.errors import ConfigError
+from unetjax.runtime.registry import Registry
 
 TASKS = Registry("task", "task.name", {
     "binary_segmentation": "unetjax.tasks.segmentation:BinarySegmentation",

@@ -16,9 +16,9 @@ import numpy as np
 import optax
 from clu import metrics
 
-from unetjax import metrics as metrics_lib
-from unetjax import plots
-from unetjax.errors import ConfigError
+from unetjax.runtime.errors import ConfigError
+from unetjax.tasks import metrics as metrics_lib
+from unetjax.viz import plots
 
 
 def class_accuracy(num_classes: int, label: int):

@@ -15,9 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from clu import metrics
 
-from unetjax import color, plots
-from unetjax.errors import ConfigError
 from unetjax.models.layers import center_crop
+from unetjax.runtime.errors import ConfigError
+from unetjax.tasks import color
+from unetjax.viz import plots
 
 AB_SCALE = 128.0  # a, b span about +-128: scaled to about [-1, 1]
 _TARGETS = ("ab", "rgb")

@@ -16,12 +16,12 @@ task's targets once per image on the host (`prepare`), chosen by `target`:
 
 The weight map travels with the label through every augmentation
 (`Split.maps`). Objects come back from the predictions on the host
-(`unetjax.instance_postprocess`), chosen by `objects`: 'components'
+(`unetjax.instances.postprocess`), chosen by `objects`: 'components'
 (connected components of the foreground, or of the interior class, grown
 back over the boundary) or 'watershed' (marker-based watershed of the
 foreground probability; markers from its distance transform, or from the
 interior class). Each evaluation scores the objects against the true ones
-(`unetjax.instance_metrics`: the 2018 Data Science Bowl score, AP and F1 at
+(`unetjax.instances.metrics`: the 2018 Data Science Bowl score, AP and F1 at
 IoU 0.5, matched IoU, the GlaS object Dice and Hausdorff) besides the
 pixel metrics (loss, accuracy, foreground Dice and IoU) computed in the
 jitted step.
@@ -33,12 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unetjax import instance_metrics, instance_postprocess, instance_targets
-from unetjax import plots
-from unetjax.datasets import Split
-from unetjax.errors import ConfigError
+from unetjax.data import Split
+from unetjax.instances import metrics as instance_metrics
+from unetjax.instances import postprocess as instance_postprocess
+from unetjax.instances import targets as instance_targets
 from unetjax.models.layers import center_crop
+from unetjax.runtime.errors import ConfigError
 from unetjax.tasks import segmentation
+from unetjax.viz import plots
 
 TARGETS = ("binary", "weight_map", "three_class")
 OBJECTS = ("components", "watershed")
@@ -237,7 +239,7 @@ class InstanceSegmentation:
     """samples.png: image | true objects | predicted objects, with the
     image's challenge score and object counts."""
     del outputs, computed
-    from unetjax import instance_plots  # pylint: disable=g-import-not-at-top
+    from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
     images, truths, found, titles = [], [], [], []
     predictions = np.asarray(predictions)
     for i in range(len(predictions)):

@@ -17,11 +17,11 @@ import numpy as np
 import optax
 from clu import metrics
 
-from unetjax import metrics as metrics_lib
-from unetjax import plots
-from unetjax.errors import ConfigError
 from unetjax.models.layers import center_crop
+from unetjax.runtime.errors import ConfigError
+from unetjax.tasks import metrics as metrics_lib
 from unetjax.tasks.segmentation import soft_dice_loss
+from unetjax.viz import plots
 
 
 def iou_per_class(counts):

@@ -10,19 +10,19 @@ Class weights scale each pixel's BCE by the weight of its true class
 map (variable-size datasets, padded): pixels where it is 0 count in no
 loss and no metric.
 """
+import os
+
 import flax
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from clu import metrics
 
-import os
-
-from unetjax import metrics as metrics_lib
-from unetjax import plots
-from unetjax.errors import ConfigError
 from unetjax.models.layers import center_crop
+from unetjax.runtime.errors import ConfigError
+from unetjax.tasks import metrics as metrics_lib
+from unetjax.viz import plots
 
 
 @flax.struct.dataclass
