@@ -31,6 +31,20 @@ def main(argv):
   cli.no_arguments(argv)
   cli.quiet_library_logs(read_only=True)
   with cli.user_errors():
+    if (FLAGS.workdir is None) == (FLAGS.model is None):
+      cli.fail("give one of --workdir (a training run) and --model (an "
+               "unetjax-export folder or bioimage.io zip)")
+    if FLAGS.model is not None:
+      from unetjax.formats import exported  # pylint: disable=g-import-not-at-top
+      if FLAGS.tta:
+        cli.fail("--tta runs with --workdir only")
+      written = exported.predict_files(
+          FLAGS.model, FLAGS.input, FLAGS.output, tile_size=FLAGS.tile_size,
+          batch_size=FLAGS.batch_size, probabilities=FLAGS.probabilities,
+          overlay=FLAGS.overlay, overwrite=FLAGS.overwrite,
+          instances=FLAGS.instances)
+      print(f"Wrote {len(written)} files to {FLAGS.output}")
+      return
     parallel.initialize_distributed()  # XLA flags, compilation cache
     written = segment.predict_files(
         FLAGS.workdir, FLAGS.input, FLAGS.output, checkpoint=FLAGS.checkpoint,
@@ -43,8 +57,10 @@ def main(argv):
 def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-predict`); flags defined here so
   the tools, which share flag names, can be imported together."""
-  flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.",
-                      required=True)
+  flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.")
+  flags.DEFINE_string("model", None, "Instead of --workdir: a folder or "
+                      "bioimage.io zip written by unetjax-export (ONNX, run "
+                      "by onnxruntime).")
   flags.DEFINE_string("input", None, "Image file, directory or glob.",
                       required=True)
   flags.DEFINE_string("output", None, "Directory for the masks.",
