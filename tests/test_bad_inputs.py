@@ -757,7 +757,7 @@ def test_the_real_command_exits_1_with_one_line(args, culprit, tmp_path):
 
 
 @pytest.mark.parametrize("tool", ["main", "evaluate", "predict", "plot",
-                                  "sweep"])
+                                  "sweep", "export"])
 def test_every_tool_shows_its_flags_with_help_and_exits_0(tool):
   """As a console script runs it: the entry function, not `python -m`."""
   result = subprocess.run(

@@ -1,6 +1,7 @@
 """The training path end to end, on a tiny version of the default experiment."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,27 @@ def test_cli_trains_and_rejects_an_unknown_override(tmp_path):
                       text=True, timeout=300)
   assert ok.returncode == 0, ok.stderr[-2000:]
   assert "Final val metrics" in ok.stdout
+  # Not a terminal: no bar, a plain line per log point and evaluation.
+  lines = ok.stdout.splitlines()
+  assert lines[0].startswith("Training unet (") and "for 2 steps" in lines[0]
+  assert re.fullmatch(r"step 1/2: train loss \d\.\d{4}, [\d.]+ steps/s, "
+                      r"0m\d\ds left", lines[1]), lines
+  assert re.fullmatch(r"step 2/2: val loss \d\.\d{4}, dice \d\.\d{4}, "
+                      r"accuracy \d\.\d{4}", lines[3]), lines
+  # No library INFO lines (the TPU backend on CPU, CLU's metric dumps) in
+  # the terminal; all of them in train.log, the config in config.json.
+  assert "libtpu" not in ok.stderr and "] [2] " not in ok.stderr
+  assert not [line for line in ok.stderr.splitlines()  # absl's Python lines
+              if re.match(r"I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\]", line)
+              ], ok.stderr[-2000:]
+  log = (tmp_path / "wd" / "train.log").read_text()
+  assert "Starting a new run." in log and "First train step done." in log
+  assert re.search(r"\] \[2\] val/accuracy=[\d.]+, val/dice=", log)
+  verbose = subprocess.run(
+      command[:-1] + [str(tmp_path / "wd2"), "--verbosity=0"] + overrides,
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert "First train step done." in verbose.stderr
+  assert "\r" not in ok.stderr + ok.stdout  # no bar drawn
   bad = subprocess.run(command + ["--config.modle.depth=3"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0

@@ -13,7 +13,7 @@ import sys
 from absl import flags, logging
 from ml_collections import config_flags
 
-from unetjax.runtime import cli
+from unetjax.runtime import cli, console
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.cli import fail
 from unetjax.runtime.errors import TrainingStopped, UnetjaxError
@@ -114,6 +114,7 @@ def main(argv):
     fail(f"unexpected arguments: {' '.join(argv[1:])} (options are "
          "--config, --workdir, --fresh and --config.KEY=VALUE)")
   cli.quiet_library_logs()
+  console.quiet_terminal()
   config = load_config()
   from unetjax.training import train  # pylint: disable=g-import-not-at-top
   from unetjax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top

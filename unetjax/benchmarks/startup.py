@@ -71,6 +71,8 @@ def run_once(config: str, cache_dir: str, steps: int,
          "--workdir", os.path.join(workdir, "run"),
          f"--config.num_steps={steps}", f"--config.eval_every_steps={steps}",
          f"--config.log_every_steps={steps}",
+         # the full log, where the marks are (the default terminal is terse)
+         "--verbosity=0",
          *[f"--config.{a}" for a in assignments]], env)
   if code:
     return dict(error=(lines[-1][1] if lines else f"exit code {code}"))

@@ -10,6 +10,7 @@ import numpy as np
 
 from unetjax import data as datasets
 from unetjax.data import input_pipeline
+from unetjax.runtime import console
 from unetjax.training import parallel
 
 
@@ -22,7 +23,7 @@ def evaluate(experiment, steps, state,
     return {**computed, **experiment.task.split_scores(rows)}
   sharding = parallel.data_sharding(experiment.mesh)
   metrics = None
-  for local in eval_batches(experiment, split):
+  for local in _counted(experiment, split):
     batch_metrics = steps.eval(state, parallel.global_batch(local, sharding))
     metrics = batch_metrics if metrics is None else metrics.merge(
         batch_metrics)
@@ -41,7 +42,7 @@ def evaluate_objects(experiment, steps, state, split: datasets.Split):
     rows.extend(experiment.task.object_scores(
         local, parallel.local_rows(predictions)))
     indices.extend(local["index"][local["mask"] > 0].tolist())
-  for local in eval_batches(experiment, split):
+  for local in _counted(experiment, split):
     batch_metrics, predictions = steps.eval_predict(
         state, parallel.global_batch(local, sharding))
     metrics = batch_metrics if metrics is None else metrics.merge(
@@ -52,6 +53,15 @@ def evaluate_objects(experiment, steps, state, split: datasets.Split):
   score(*pending)
   rows = parallel.gather_rows(rows, indices)
   return jax.tree.map(np.asarray, metrics.compute()), rows
+
+
+def _counted(experiment, split):
+  """`eval_batches` under a progress bar (on a terminal only)."""
+  total = None
+  if split.sizes is None and jax.process_count() == 1:
+    total = -(-len(split.images) // experiment.config.eval_batch_size)
+  return console.bar(iterable=eval_batches(experiment, split), total=total,
+                     desc="evaluate", unit="batch", leave=False)
 
 
 def eval_batches(experiment, split,

@@ -30,7 +30,7 @@ import ml_collections
 from flax import serialization
 
 from unetjax.data import input_pipeline
-from unetjax.runtime import checkpointing, history, host_memory
+from unetjax.runtime import checkpointing, console, history, host_memory
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.errors import ConfigError, TrainingStopped
 from unetjax.tasks.metrics import scalars
@@ -74,9 +74,10 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     finished = _finished(experiment, mngr, workdir)
     if finished is not None:
       return finished
-    loop = _Loop(experiment, workdir, mngr)
-    loop.write_run_files()
-    return loop.run()
+    with console.log_file(workdir):
+      loop = _Loop(experiment, workdir, mngr)
+      loop.write_run_files()
+      return loop.run()
 
 
 class _Loop:
@@ -100,7 +101,7 @@ class _Loop:
     self.logged: dict[str, float] = meta["logged"]
     self.names = health_lib.quantity_names(experiment)
     self.skip = self.config.skip_nonfinite_updates
-    self.steps = self.writer = None
+    self.steps = self.writer = self.progress = None
 
   def empty_metrics(self):  # a new one each time: the train step donates it
     return jax.device_put(self.experiment.task.metrics_class.empty(),
@@ -117,6 +118,13 @@ class _Loop:
     _write_text(os.path.join(workdir, "model_summary.txt"),
                 experiment.summary)
     history.truncate_after(workdir, self.start_step)
+    if jax.process_index() == 0:
+      console.say(
+          f"Training {self.config.model.name} ({experiment.num_params:,} "
+          f"parameters) on {experiment.dataset.info.name} for "
+          f"{experiment.num_steps} steps in {workdir} (config.json, "
+          f"{console.LOG_FILE}: the full log; TensorBoard: tensorboard "
+          f"--logdir {workdir})")
 
   def run(self) -> dict[str, Any]:
     """Steps from the checkpoint's to num_steps; the final metrics."""
@@ -143,20 +151,25 @@ class _Loop:
       report = writers.progress_report(experiment.num_steps, writer,
                                        config.log_every_steps)
       started = time.perf_counter()
+      self.progress = console.TrainProgress(experiment.num_steps,
+                                            self.start_step)
       for step in range(self.start_step + 1, experiment.num_steps + 1):
         self.train_step(step, next(batches), sharding, first_step)
         report(step)
+        self.progress.step()
         last = step == experiment.num_steps
         if step % config.log_every_steps == 0 or last:
           self.log_train(step)
         if step % config.eval_every_steps == 0 or last:
           self.train_seconds += time.perf_counter() - started
-          self.evaluate_and_save(step, val)
+          with self.progress.pause():
+            self.evaluate_and_save(step, val)
           started = time.perf_counter()
         if stop.signum:
           self.train_seconds += time.perf_counter() - started
           self.stop(step, stop.signum)
       self.mngr.wait_until_finished()
+      self.progress.close()
       return _final_metrics(experiment, self.steps, self.state, self.workdir,
                             self.logged, self.train_seconds,
                             self.seconds_before, self.start_step, self.mngr)
@@ -193,6 +206,8 @@ class _Loop:
     self.writer.write_scalars(step, {k: v for k, v in self.logged.items()
                                      if k.startswith("train/")})
     self.train_metrics = self.empty_metrics()
+    self.progress.logged(step, {k[6:]: v for k, v in self.logged.items()
+                                if k.startswith("train/")})
 
   def evaluate_and_save(self, step: int, val) -> None:
     """Validation metrics, a checkpoint, the figures."""
@@ -200,6 +215,7 @@ class _Loop:
     val_metrics = evaluation.evaluate(self.experiment, self.steps, self.state,
                                       val)
     self.logged.update(_prefixed("val", scalars(val_metrics)))
+    self.progress.evaluated(step, "val", scalars(val_metrics))
     self.writer.write_scalars(step, {k: v for k, v in self.logged.items()
                                      if k.startswith("val/")})
     self.save(step, dict(self.logged))
@@ -220,6 +236,7 @@ class _Loop:
 
   def stop(self, step: int, signum: int) -> None:
     """A signal came: checkpoint this step (if not yet) and end the run."""
+    self.progress.close()
     if self.mngr.latest_step() != step:
       self.save(step, None)  # no metrics: kept as latest, never as best
     self.mngr.wait_until_finished()
