@@ -54,7 +54,7 @@ def test_a_run_ends_at_once_with_every_file_complete(tmp_path):
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   lines, exit_s, code = sb.timed_lines(
       [sys.executable, "-m", "unetjax.main", "--config", "configs/cells.py",
-       "--workdir", str(workdir), *overrides], env, cwd=REPO)
+       "--workdir", str(workdir), "--verbosity=0", *overrides], env, cwd=REPO)
   assert code == 0, lines[-5:]
   found = sb.marks(lines, exit_s)
   assert {"config_s", "new_run_s", "first_step_s", "done_s"} <= set(found)
