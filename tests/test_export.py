@@ -158,6 +158,10 @@ def _predict(tmp_path, source_flag, source, name, *extra):
        "--probabilities", *extra],
       capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
   assert done.returncode == 0, done.stderr[-2000:]
+  images = sorted(os.listdir(tmp_path / "in"))
+  if len(images) > 1:  # not a terminal: a line per image, no bar
+    assert done.stdout.splitlines()[:len(images)] == [
+        f"[{i + 1}/{len(images)}] {name}" for i, name in enumerate(images)]
   return {f: np.asarray(Image.open(out / f)).astype(int)
           for f in sorted(os.listdir(out))}
 

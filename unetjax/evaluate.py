@@ -33,7 +33,7 @@ from absl import flags
 
 from unetjax import data as datasets
 from unetjax.inference import trained
-from unetjax.runtime import cli
+from unetjax.runtime import cli, console
 from unetjax.runtime.errors import ConfigError
 from unetjax.training import evaluation, parallel
 from unetjax.training import experiment as experiment_lib
@@ -151,6 +151,7 @@ def _write_csv(path: str, columns: dict[str, np.ndarray]) -> None:
 def main(argv):
   cli.no_arguments(argv)
   cli.quiet_library_logs(read_only=True)
+  console.quiet_terminal()  # no TPU-backend INFO line on a CPU machine
   with cli.user_errors():
     parallel.initialize_distributed()  # XLA flags, compilation cache
     report = evaluate_workdir(FLAGS.workdir, checkpoint=FLAGS.checkpoint,

@@ -17,7 +17,7 @@ import sys
 from absl import flags
 
 from unetjax.formats import exporter
-from unetjax.runtime import cli
+from unetjax.runtime import cli, console
 
 FLAGS = flags.FLAGS
 
@@ -25,6 +25,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   cli.no_arguments(argv)
   cli.quiet_library_logs(read_only=True)
+  console.quiet_terminal()  # no TPU-backend INFO line on a CPU machine
   with cli.user_errors():
     written = exporter.export(
         FLAGS.workdir, FLAGS.out, fmt=FLAGS.format,

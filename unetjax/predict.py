@@ -21,7 +21,7 @@ import sys
 from absl import flags
 
 from unetjax.inference import segment
-from unetjax.runtime import cli
+from unetjax.runtime import cli, console
 from unetjax.training import parallel
 
 FLAGS = flags.FLAGS
@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   cli.no_arguments(argv)
   cli.quiet_library_logs(read_only=True)
+  console.quiet_terminal()  # no TPU-backend INFO line on a CPU machine
   with cli.user_errors():
     if (FLAGS.workdir is None) == (FLAGS.model is None):
       cli.fail("give one of --workdir (a training run) and --model (an "

@@ -20,6 +20,7 @@ from flax import nnx
 from unetjax.data import image_io
 from unetjax.inference import tiling, trained
 from unetjax.models.unet import valid_input_sizes
+from unetjax.runtime import console
 from unetjax.runtime.errors import ConfigError, DataError
 from unetjax.training import steps as steps_lib
 
@@ -316,15 +317,18 @@ def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
         yield page
 
   written, outputs = [], {}
+  progress = console.PredictProgress(segment, sum(pages for pages, _ in shapes.values()))
   try:
     for prediction in segment.stream(images()):
       path, page = sources.popleft()
+      progress.image_done(path)
       if path not in outputs:
         outputs[path] = _Outputs(path, output, shapes[path][0], kinds)
       objects = None if to_instances is None else to_instances(prediction)
       if outputs[path].add(page, mask_and_probability(prediction), objects):
         written += outputs.pop(path).paths
   finally:
+    progress.close()
     for unfinished in outputs.values():
       unfinished.abort()
   return written

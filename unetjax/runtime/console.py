@@ -146,3 +146,47 @@ class _Paused:
     step, since = self.progress.mark
     self.progress.mark = (step, since + time.perf_counter() - self.started)
     self.progress.bar.unpause()
+
+
+class PredictProgress:
+  """Predict's images done (a bar on a terminal, else a line each) and tile
+  batches run (in the bar; without one, a line every 30 s), so a huge
+  image shows it is moving. Counts the batches by wrapping
+  `segment.predict_tiles` until `close`."""
+
+  EVERY_SECONDS = 30
+
+  def __init__(self, segment, total: int):
+    self.bar = bar(total=total, desc="predict", unit="image")
+    self.total, self.done, self.batches = total, 0, 0
+    self.segment, self.own = segment, vars(segment).get("predict_tiles")
+    predict_tiles = segment.predict_tiles
+
+    self.last_line = time.perf_counter()
+
+    def counted(tiles):
+      self.batches += 1
+      self.bar.set_postfix_str(f"{self.batches} tile batches", refresh=False)
+      self.bar.refresh()
+      now = time.perf_counter()
+      if self.bar.disable and now - self.last_line > self.EVERY_SECONDS:
+        say(f"{self.batches} tile batches done ({self.done}/{self.total} "
+            "images)")
+        self.last_line = now
+      return predict_tiles(tiles)
+    segment.predict_tiles = counted  # until `close`
+
+  def image_done(self, path: str) -> None:
+    self.done += 1
+    self.last_line = time.perf_counter()
+    self.bar.update(1)
+    if self.bar.disable and self.total > 1:
+      say(f"[{self.done}/{self.total}] {os.path.basename(path)}")
+
+  def close(self) -> None:
+    self.bar.close()
+    if self.own is None:
+      del self.segment.predict_tiles
+    else:
+      self.segment.predict_tiles = self.own
+
