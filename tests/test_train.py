@@ -194,3 +194,45 @@ def test_initialize_gives_the_modules_graph_and_the_eager_values():
   merged, _ = nnx.merge(graphdef, state)
   assert models.count_params(merged) == models.count_params(
       nnx.merge(eager_graphdef, eager_state)[0])
+
+
+def test_a_terminal_gets_a_progress_bar_with_rate_and_time_left(tmp_path):
+  """On a TTY (a pseudo-terminal here) tqdm draws the bar: steps done of
+  all, steps/s and the time left; evaluation lines are printed above it."""
+  import pty  # pylint: disable=g-import-not-at-top
+  import select  # pylint: disable=g-import-not-at-top
+  overrides = [f"--config.{k}" for k in (
+      "model.depth=2", "model.features=4", "data.image_size=16",
+      "data.num_train=8", "data.num_val=4", "data.num_test=4",
+      "batch_size=4", "eval_batch_size=4", "num_steps=4",
+      "eval_every_steps=4", "log_every_steps=2", "num_sample_images=1")]
+  import fcntl  # pylint: disable=g-import-not-at-top
+  import struct  # pylint: disable=g-import-not-at-top
+  import termios  # pylint: disable=g-import-not-at-top
+  leader, follower = pty.openpty()
+  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+  process = subprocess.Popen(
+      [sys.executable, "-m", "unetjax.main", "--config", "configs/cells.py",
+       "--workdir", str(tmp_path / "wd"), *overrides], cwd=REPO,
+      stdout=follower, stderr=follower, stdin=subprocess.DEVNULL)
+  os.close(follower)
+  chunks = []
+  while True:
+    ready, _, _ = select.select([leader], [], [], 1.0)
+    if ready:
+      try:
+        data = os.read(leader, 65536)
+      except OSError:  # the terminal closed: the process ended
+        break
+      if not data:
+        break
+      chunks.append(data)
+    elif process.poll() is not None:
+      break
+  assert process.wait(timeout=300) == 0
+  os.close(leader)
+  screen = b"".join(chunks).decode(errors="replace")
+  assert re.search(r"train: +100%.*\| 4/4 \[[\d:]+<00:00, +[\d.]+step/s",
+                   screen), screen[-2000:]
+  assert re.search(r"step 4/4: val loss \d\.\d{4}, dice", screen)
+  assert "step 2/4: train loss" not in screen  # the bar, not lines

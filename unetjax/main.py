@@ -5,6 +5,13 @@ user can fix (a bad flag, config, data file, checkpoint or workdir) are
 reported in one line, without a traceback, and exit 1. SIGTERM or SIGINT
 save a checkpoint and exit 128 + the signal number; re-running the same
 command resumes.
+
+The terminal shows a progress bar (steps/s, time left; plain lines when the
+output is not a terminal), one line per evaluation with the task's main
+scores, and the final scores; every logged value is in the workdir's
+train.log, history.jsonl and TensorBoard events, the config in
+config.json. --verbosity=0 (or -v 0) prints the full log to the terminal
+too.
 """
 import os
 import re
