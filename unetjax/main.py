@@ -139,7 +139,7 @@ def main(argv):
   except TrainingStopped as e:
     print(str(e), file=sys.stderr)
     sys.exit(128 + e.signum)
-  print(f"Done. Results in {workdir}: metrics.json, plots/, "
+  print(f"Done. Results in {workdir}: metrics.json (every metric), plots/, "
         f"checkpoints/ (TensorBoard: tensorboard --logdir {workdir})")
   for split in ("val", "test"):
     if split in final:
@@ -147,13 +147,16 @@ def main(argv):
   exit_without_teardown()
 
 
-def headline(metrics: dict[str, float]) -> str:
-  """One line of a split's metrics, the object scores first; of the
-  per-threshold APs only AP@0.5."""
-  first = [k for k in ("challenge_score", "ap50", "f1_50") if k in metrics]
-  rest = [k for k in metrics if k not in first
-          and not re.fullmatch(r"ap\d\d", k)]
-  return ", ".join(f"{k} {metrics[k]:.4f}" for k in first + rest)
+def headline(metrics: dict[str, float], limit: int = 6) -> str:
+  """One short line of a split's metrics: the object scores first, then
+  the pixel scores and the loss, at most `limit` (all are in
+  metrics.json)."""
+  order = ("challenge_score", "ap50", "f1_50", "object_dice", "pixel_dice",
+           "dice", "mean_iou", "accuracy", "psnr", "loss")
+  keys = [k for k in order if k in metrics][:limit]
+  if not keys:  # a task with other names: the first few, as they come
+    keys = [k for k in metrics if not re.fullmatch(r"ap\d\d", k)][:limit]
+  return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys)
 
 
 def exit_without_teardown() -> None:
