@@ -185,7 +185,10 @@ def test_predict_from_an_export_equals_predict_from_the_workdir(
   assert from_onnx.keys() == from_workdir.keys()
   for key, expected in from_workdir.items():
     assert expected.max() > expected.min() or key.endswith("mask.png")
-    np.testing.assert_array_equal(from_onnx[key], expected, err_msg=key)
+    if key.endswith("mask.png"):
+      np.testing.assert_array_equal(from_onnx[key], expected, err_msg=key)
+    else:  # onnxruntime's float32 rounding may flip a grey level
+      assert np.abs(from_onnx[key] - expected).max() <= 1, key
   # Several tiles: the export blends probabilities, the workdir logits.
   tiled_w = _predict(tmp_path, "--workdir", trained_workdir, "tw",
                      "--tile_size", "16")
