@@ -222,3 +222,27 @@ def test_bioimageio_package_passes_test_model_and_predicts(trained_workdir,
   from_zip = _predict(tmp_path, "--model", str(out / "tiny_cells.zip"), "z")
   expected = np.load(out / "test_output.npy")[0, 0]
   assert np.abs(from_zip["t_prob.png"] - np.round(expected * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("flags", [[], ["--workdir", "w", "--model", "m"]])
+def test_predict_takes_one_of_workdir_and_model(flags, tmp_path):
+  done = subprocess.run(
+      [sys.executable, "-m", "unetjax.predict", *flags, "--input", "x.png",
+       "--output", str(tmp_path / "out")], capture_output=True, text=True,
+      cwd=REPO, timeout=300, check=False)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines()[-1] == (
+      "error: give one of --workdir (a training run) and --model (an "
+      "unetjax-export folder or bioimage.io zip)")
+  assert not (tmp_path / "out").exists()
+
+
+def test_predict_model_that_is_not_an_export_is_one_line(tmp_path):
+  from unetjax.formats import exported  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime.errors import DataError  # pylint: disable=g-import-not-at-top
+  (tmp_path / "folder").mkdir()
+  with pytest.raises(DataError, match="no unetjax.json there"):
+    exported.read_export(str(tmp_path / "folder"))
+  (tmp_path / "notes.txt").write_text("x")
+  with pytest.raises(DataError, match="neither an export folder nor a zip"):
+    exported.read_export(str(tmp_path / "notes.txt"))

@@ -15,6 +15,9 @@ task's own post-processing of the prediction) and makes the overlay show
 each object in its own colour, outlined. TIFF input gives TIFF output, a
 multi-page stack page by page. Every input is read and checked before
 anything is written.
+
+--model DIR_OR_ZIP instead of --workdir runs what `unetjax-export` wrote
+(an onnx or bioimageio export, or the bioimage.io zip) with onnxruntime.
 """
 import sys
 

@@ -317,7 +317,8 @@ def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
         yield page
 
   written, outputs = [], {}
-  progress = console.PredictProgress(segment, sum(pages for pages, _ in shapes.values()))
+  progress = console.PredictProgress(segment, sum(
+      pages for pages, _ in shapes.values()))
   try:
     for prediction in segment.stream(images()):
       path, page = sources.popleft()

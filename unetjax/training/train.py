@@ -119,12 +119,14 @@ class _Loop:
                 experiment.summary)
     history.truncate_after(workdir, self.start_step)
     if jax.process_index() == 0:
+      shown = os.path.relpath(workdir)
+      shown = workdir if shown.startswith("..") else shown
       console.say(
           f"Training {self.config.model.name} ({experiment.num_params:,} "
           f"parameters) on {experiment.dataset.info.name} for "
-          f"{experiment.num_steps} steps in {workdir} (config.json, "
+          f"{experiment.num_steps} steps in {shown} (config.json, "
           f"{console.LOG_FILE}: the full log; TensorBoard: tensorboard "
-          f"--logdir {workdir})")
+          f"--logdir {shown})")
 
   def run(self) -> dict[str, Any]:
     """Steps from the checkpoint's to num_steps; the final metrics."""
