@@ -28,6 +28,8 @@ def _randomize(model: UNet, seed: int = 0) -> UNet:
   flat = dict(nnx.to_flat_state(state))
   for path, variable in flat.items():
     shape = variable[...].shape
+    if path[-1] == "kernel" and path[-2] == "upsample":
+      continue  # FCN's bilinear initialisation, not a BatchNorm statistic
     if path[-1] == "var":
       value = rng.uniform(0.5, 2.0, shape)
     elif path[-1] == "mean":
@@ -85,6 +87,22 @@ def test_onnx_matches_jax_at_three_sizes(name):
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-4, (height, width)
     assert expected.std() > 0.01  # outputs that differ between pixels
+
+
+@pytest.mark.parametrize("upsampling", ["transpose", "bilinear"])
+def test_fcn32_onnx_matches_jax_at_three_sizes(upsampling):
+  from unetjax.models.fcn import FCN32  # pylint: disable=g-import-not-at-top
+  model = _randomize(FCN32(in_channels=3, num_outputs=3, width=4,
+                           upsampling=upsampling, rngs=nnx.Rngs(0)))
+  proto = onnx_graph.model_graph(model, "softmax", in_channels=3)
+  for height, width in ((32, 32), (64, 96), (128, 64)):
+    images = np.random.default_rng(width).uniform(
+        0, 1, (2, height, width, 3)).astype(np.float32)
+    expected = np.asarray(jax.nn.softmax(model(images)))
+    got = _onnx_outputs(proto, images)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= 1e-4, (height, width)
+    assert expected.std() > 0.01
 
 
 def test_unsupported_models_and_tasks_get_one_line():
@@ -212,6 +230,11 @@ def test_bioimageio_package_passes_test_model_and_predicts(trained_workdir,
                    "test_output.npy", "tiny_cells.zip", "unetjax.json"]
   summary = core.test_model(str(out / "tiny_cells.zip"))
   assert summary.status == "passed", summary.format()
+  docs = (out / "README.md").read_text()
+  test_dice = json.loads(open(os.path.join(
+      trained_workdir, "metrics.json")).read())["test"]["dice"]
+  assert f"| dice | {test_dice:.4f} |" in docs
+  assert "probabilities (sigmoid) of the foreground" in docs
   meta = json.loads((out / "unetjax.json").read_text())
   assert meta["normalize"] == {"mode": "scale"}
   assert meta["head"] == "sigmoid"
@@ -246,3 +269,32 @@ def test_predict_model_that_is_not_an_export_is_one_line(tmp_path):
   (tmp_path / "notes.txt").write_text("x")
   with pytest.raises(DataError, match="neither an export folder nor a zip"):
     exported.read_export(str(tmp_path / "notes.txt"))
+
+
+def test_percentile_normalisation_is_the_packages_scale_range(
+    trained_workdir, tmp_path):
+  """A run whose experiment.json records percentile normalisation exports
+  it as the spec's scale_range; test_model passes only if the test output
+  (computed here with numpy) equals what bioimageio.core's preprocessing
+  gives."""
+  pytest.importorskip("bioimageio.core")
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "wd"
+  shutil.copytree(trained_workdir, workdir)
+  facts = json.loads((workdir / "experiment.json").read_text())
+  facts["normalize"] = {"mode": "percentile", "low": 2.0, "high": 99.5}
+  (workdir / "experiment.json").write_text(json.dumps(facts))
+  exporter.export(str(workdir), str(tmp_path / "zoo"), fmt="bioimageio",
+                  name="pct")
+  rdf = __import__("zipfile").ZipFile(tmp_path / "zoo" / "pct.zip").read(
+      "rdf.yaml").decode()
+  assert "id: scale_range" in rdf and "min_percentile: 2.0" in rdf
+  assert "max_percentile: 99.5" in rdf
+  meta = json.loads((tmp_path / "zoo" / "unetjax.json").read_text())
+  assert meta["normalize"] == {"mode": "percentile", "low": 2.0,
+                               "high": 99.5}
+  facts["normalize"] = {"mode": "zscore"}
+  (workdir / "experiment.json").write_text(json.dumps(facts))
+  with pytest.raises(WorkdirError, match="normalize mode 'zscore'"):
+    exporter.export(str(workdir), str(tmp_path / "zoo2"), fmt="onnx")
+  assert not (tmp_path / "zoo2").exists()

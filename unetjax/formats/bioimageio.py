@@ -27,6 +27,10 @@ except ImportError as e:  # pragma: no cover - depends on the extra
                     "'unetjax[export]'") from e
 
 _AXES = ("y", "x")
+_OBJECTS = {
+    "components": "connected components of the interior class (or of the "
+                  "foreground), grown back over the boundary",
+    "watershed": "a marker-based watershed of the interior class"}
 
 
 def preprocessing(normalize: dict) -> list:
@@ -40,35 +44,49 @@ def preprocessing(normalize: dict) -> list:
       min_percentile=normalize["low"], max_percentile=normalize["high"]))]
 
 
+def output_names(meta: dict) -> list[str]:
+  """What each output channel is the probability of."""
+  task = meta["config"]["task"]
+  if task["name"] == "instances" and meta["num_outputs"] == 3:
+    return ["background", "interior", "boundary"]
+  names = list(meta["data_info"]["class_names"])
+  if meta["head"] == "sigmoid":
+    return [names[-1] if names else "foreground"]
+  if len(names) != meta["num_outputs"]:
+    return [f"class{i}" for i in range(meta["num_outputs"])]
+  return names
+
+
 def _tensor_sizes(meta: dict):
   """Input y/x sizes (min and step) and the output's offset from them."""
   sizes = {int(k): v for k, v in meta["sizes"].items()}
   smallest = min(sizes)
-  step = 2 ** meta["depth"]
+  step = meta["align"]
   return smallest, step, sizes[smallest] - smallest
 
 
 def _docs(workdir: str, meta: dict) -> str:
   config, info = meta["config"], meta["data_info"]
+  names = output_names(meta)
   metrics_path = os.path.join(workdir, "metrics.json")
   scores = {}
   if os.path.exists(metrics_path):
     with open(metrics_path, encoding="utf-8") as f:
       metrics = json.load(f)
-    scores = {k: v for k, v in metrics.items()
-              if k.startswith("test/") and isinstance(v, (int, float))}
+    held_out = metrics.get("test") or {}
+    scores = {k: v for k, v in held_out.items()
+              if isinstance(v, (int, float))}
   rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(scores.items()))
   instances = ""
   if info["instances"]:
     instances = (
         "\n## From probabilities to objects\n\nThe output holds each "
-        f"pixel's class probabilities ({', '.join(info['class_names'])}). "
+        f"pixel's class probabilities ({', '.join(names)}). "
         "unetjax turns them into objects with its instance post-processing "
-        f"(`task.objects={config['task'].get('objects', '')!r}`: the "
-        "interior's connected components, grown back over the boundary); "
+        f"(`task.objects={config['task'].get('objects', '')!r}`: "
+        f"{_OBJECTS.get(config['task'].get('objects'), 'see its docs')}); "
         "`unetjax-predict --model <this package> --instances` does it.\n")
-  names = list(info["class_names"]) or ["foreground"]
-  meaning = (f"the foreground ({names[-1]})" if meta["head"] == "sigmoid"
+  meaning = (f"the foreground ({names[0]})" if meta["head"] == "sigmoid"
              else "the classes " + ", ".join(names) + " (they sum to 1)")
   normalize = meta["normalize"]
   norm = ("x / 255 (8-bit images)" if normalize["mode"] == "scale" else
@@ -82,7 +100,7 @@ at step {meta['step']}.
 ## Input and output
 
 - Input: {info['in_channels']} channel(s), any height and width that are
-  multiples of {2 ** meta['depth']}; normalised as in training: {norm}.
+  multiples of {meta['align']}; normalised as in training: {norm}.
 - Output: per-pixel probabilities ({meta['head']}) of {meaning}.
 {instances}
 ## Data and training
@@ -103,7 +121,7 @@ with this resolved config:
 
 | metric | value |
 | --- | --- |
-{rows or '| (no metrics.json in the workdir) | |'}
+{rows or '| (no test scores in the workdir) | |'}
 """
 
 
@@ -122,11 +140,7 @@ def package(folder: str, workdir: str, meta: dict, raw: np.ndarray, *,
   smallest, step, offset = _tensor_sizes(meta)
   channels = [v0_5.Identifier(f"channel{i}")
               for i in range(info["in_channels"])]
-  classes = list(info["class_names"])
-  if len(classes) != meta["num_outputs"]:
-    classes = [f"class{i}" for i in range(meta["num_outputs"])]
-  if meta["head"] == "sigmoid":
-    classes = ["foreground"]
+  classes = output_names(meta)
   input_id = v0_5.TensorId("raw")
   inputs = [v0_5.InputTensorDescr(
       id=input_id, description="raw image",

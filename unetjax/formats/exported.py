@@ -78,7 +78,7 @@ class OnnxSegmenter(segment.Segmenter):
     if not self.outputs:
       raise ConfigError(f"tile_size={tile_size} is below the smallest input "
                         f"this model accepts, {min(sizes)}")
-    self.align = 2 ** meta["depth"]
+    self.align = meta["align"]
     self.blend = all(size == out for size, out in self.outputs.items())
     self.task = task
     self.in_channels = meta["data_info"]["in_channels"]

@@ -128,8 +128,8 @@ def export(workdir: str, out: str, *, fmt: str = "bioimageio",
       write_stablehlo(model, head, meta, os.path.join(staging,
                                                       STABLEHLO_FILE))
     else:
-      proto = onnx_graph.unet_graph(model, head,
-                                    in_channels=run.info.in_channels)
+      proto = onnx_graph.model_graph(model, head,
+                                     in_channels=run.info.in_channels)
       with open(os.path.join(staging, ONNX_FILE), "wb") as f:
         f.write(proto.SerializeToString())
     if fmt == "bioimageio":
@@ -147,7 +147,13 @@ def export(workdir: str, out: str, *, fmt: str = "bioimageio",
 
 
 def _meta(workdir: str, run, model, head: str) -> dict:
-  sizes = valid_input_sizes(model, limit=4096)
+  if hasattr(model, "output_size"):  # a U-Net
+    align, padding = 2 ** model.depth, model.padding
+    sizes = {s: model.output_size(s)
+             for s in valid_input_sizes(model, limit=4096)}
+  else:  # FCN-32: multiples of its stride, output the input's size
+    align, padding = onnx_graph.STRIDE, "SAME"
+    sizes = {s: s for s in range(align, 4097, align)}
   return {
       "unetjax_export": META_VERSION,
       "workdir": os.path.abspath(workdir),
@@ -161,10 +167,10 @@ def _meta(workdir: str, run, model, head: str) -> dict:
       "head": head,
       "num_outputs": int(run.task.num_outputs),
       "normalize": normalization(workdir, run.config),
-      "depth": int(model.depth),
-      "padding": model.padding,
+      "align": align,  # height and width are multiples of it
+      "padding": padding,
       # input size -> output size, for tiling (equal for SAME padding)
-      "sizes": {str(s): model.output_size(s) for s in sizes},
+      "sizes": {str(s): out for s, out in sizes.items()},
   }
 
 
@@ -192,13 +198,13 @@ def forward_function(model, head: str):
 
 def write_stablehlo(model, head: str, meta: dict, path: str) -> None:
   """`jax.export` of the forward pass, batch and size symbolic: height and
-  width are multiples of 2**depth by construction, so the U-Net's own
+  width are multiples of `align` by construction, so the model's own
   size checks hold for every size it accepts."""
   if meta["padding"] != "SAME":
     raise ConfigError("a VALID-padded U-Net exports to ONNX and bioimageio, "
                       "not to StableHLO (its output size is the input's "
                       "minus a border)")
-  align = 2 ** meta["depth"]
+  align = meta["align"]
   batch, height, width = jax.export.symbolic_shape(
       f"b, {align}*h, {align}*w")
   spec = jax.ShapeDtypeStruct(

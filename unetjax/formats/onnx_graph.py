@@ -1,4 +1,5 @@
-"""A trained U-Net as an ONNX graph, built from the model's own structure.
+"""A trained U-Net or FCN-32 as an ONNX graph, built from the model's own
+structure.
 
 Why by hand, with the `onnx` package, and not with a converter: `jax2onnx`
 is the converter for Flax NNX, but its current release (0.17.1) pins
@@ -9,14 +10,15 @@ is the converter for Flax NNX, but its current release (0.17.1) pins
 `ReduceMax` with its axes as an input, which opset 17 (what deepImageJ/JDLL's
 onnxruntime runs) does not allow: onnxruntime refuses the graph. Running
 a converter in its own environment is no option for a user who types
-`unetjax-export`. A U-Net in inference mode is a few op kinds (Conv,
-BatchNormalization, an activation, MaxPool, ConvTranspose or Resize,
-Concat, Add, Slice for VALID crops, Sigmoid/Softmax), so the graph is
-written here from the module tree; tests compare onnxruntime's output with
-the JAX forward pass on several image sizes.
+`unetjax-export`. A U-Net or FCN-32 in inference mode is a few op kinds
+(Conv, BatchNormalization, an activation, MaxPool, ConvTranspose or
+Resize, Concat, Add, Slice for VALID crops, Sigmoid/Softmax), so the graph
+is written here from the module tree; tests compare onnxruntime's output
+with the JAX forward pass on several image sizes.
 
 The graph takes NCHW float32 images (`input`: batch, channels, height,
-width, all free; height and width multiples of 2**depth) and returns the
+width, all free; height and width multiples of 2**depth, 32 for FCN-32)
+and returns the
 task's probabilities NCHW (`output`): a sigmoid for one-output tasks, a
 softmax over the classes otherwise.
 """
@@ -26,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from unetjax.models import layers
+from unetjax.models.fcn import STRIDE, FCN32
 from unetjax.models.unet import UNet
 from unetjax.runtime.errors import ConfigError
 
@@ -55,12 +58,15 @@ def activation_name(function) -> str:
 
 def check_exportable(model, head: str) -> None:
   """One line naming what this exporter cannot write, before any work."""
-  if not isinstance(model, UNet):
+  if isinstance(model, FCN32):
+    names = set()
+  elif isinstance(model, UNet):
+    names = {activation_name(b.activation)
+             for b in [*model.down, model.bottleneck, *model.decode]}
+  else:
     raise ConfigError(f"model {type(model).__name__} cannot be exported: the "
                       "ONNX exporter writes U-Nets (model.name='unet', "
-                      "dilated or not) only")
-  names = {activation_name(b.activation)
-           for b in [*model.down, model.bottleneck, *model.decode]}
+                      "dilated or not) and FCN-32 (model.name='fcn32') only")
   unknown = sorted(names - set(_ACTIVATIONS))
   if unknown:
     raise ConfigError(f"model.activation={unknown[0]!r} has no ONNX "
@@ -104,18 +110,23 @@ def _conv(g: _Graph, x: str, conv) -> str:
   dilation = conv.kernel_dilation
   dilation = (dilation,) * 2 if isinstance(dilation, int) else tuple(
       dilation or (1, 1))
-  if conv.padding == "SAME":
+  strides = conv.strides
+  strides = [strides] * 2 if isinstance(strides, int) else list(
+      strides or (1, 1))
+  if isinstance(conv.padding, int):  # torch-style, as the ResNet's
+    pads = [conv.padding] * 4
+  elif conv.padding == "SAME" and strides == [1, 1]:
     pads = [dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2] * 2
-  elif conv.padding == "VALID":
-    pads = [0, 0, 0, 0]
+  elif conv.padding == "VALID" or (conv.padding == "SAME" and kh == kw == 1):
+    pads = [0, 0, 0, 0]  # a strided 1x1 SAME conv pads nothing
   else:
-    raise ConfigError(f"convolution padding {conv.padding!r}: the ONNX "
-                      "exporter writes SAME and VALID only")
+    raise ConfigError(f"convolution padding {conv.padding!r} with strides "
+                      f"{strides}: not one the ONNX exporter writes")
   inputs = [x, g.const("conv_w", kernel)]
   if conv.bias is not None:
     inputs.append(g.const("conv_b", _array(conv.bias)))
   return g.op("Conv", inputs, kernel_shape=[kh, kw], pads=pads,
-              dilations=list(dilation), strides=[1, 1])
+              dilations=list(dilation), strides=strides)
 
 
 def _batchnorm(g: _Graph, x: str, norm) -> str:
@@ -205,7 +216,51 @@ def unet_graph(model: UNet, head: str, *, in_channels: int,
   logits = g.op("Conv", [x, g.const("head_w", head_w),
                          g.const("head_b", _array(model.head.bias))],
                 kernel_shape=[1, 1])
-  num_outputs = head_w.shape[0]
+  return _finish(g, logits, head_w.shape[0], head, in_channels, name)
+
+
+def fcn_graph(model: FCN32, head: str, *, in_channels: int,
+              name: str = "unetjax") -> onnx.ModelProto:
+  """The inference-mode ONNX model of an FCN-32 and its output head."""
+  check_exportable(model, head)
+  g, net = _Graph(), model.backbone
+  x = g.op("Relu", [_batchnorm(g, _conv(g, INPUT, net.stem), net.stem_norm)])
+  x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2],
+           pads=[1, 1, 1, 1])
+  for block in net.blocks:
+    y = g.op("Relu", [_batchnorm(g, _conv(g, x, block.conv1), block.norm1)])
+    y = _batchnorm(g, _conv(g, y, block.conv2), block.norm2)
+    if block.shortcut is not None:
+      x = _batchnorm(g, _conv(g, x, block.shortcut), block.shortcut_norm)
+    x = g.op("Relu", [g.op("Add", [x, y])])
+  logits = _conv(g, x, model.classifier)
+  if model.upsample is not None:
+    # StridedUpsample: each pixel adds kernel[k] at output m*f + k (no
+    # flip), cropped by f/2 on each side: ConvTranspose with pads f/2.
+    f = model.upsample.factor
+    kernel = _array(model.upsample.kernel).transpose(2, 3, 0, 1)
+    logits = g.op("ConvTranspose", [logits, g.const("up_w", kernel)],
+                  kernel_shape=[2 * f, 2 * f], strides=[f, f],
+                  pads=[f // 2] * 4)
+  else:
+    scales = g.const("scales", np.array([1, 1, STRIDE, STRIDE], np.float32))
+    logits = g.op("Resize", [logits, "", scales], mode="linear",
+                  coordinate_transformation_mode="half_pixel")
+  num_outputs = int(model.classifier.kernel[...].shape[-1])
+  return _finish(g, logits, num_outputs, head, in_channels, name)
+
+
+def model_graph(model, head: str, *, in_channels: int) -> onnx.ModelProto:
+  """The ONNX model of any exportable model."""
+  if isinstance(model, FCN32):
+    return fcn_graph(model, head, in_channels=in_channels)
+  check_exportable(model, head)
+  return unet_graph(model, head, in_channels=in_channels)
+
+
+def _finish(g: _Graph, logits: str, num_outputs: int, head: str,
+            in_channels: int, name: str) -> onnx.ModelProto:
+  """The output head on the logits, then the checked model."""
   final = "Sigmoid" if head == "sigmoid" else "Softmax"
   g.nodes.append(helper.make_node(final, [logits], [OUTPUT],
                                   **({"axis": 1} if final == "Softmax"
