@@ -108,7 +108,7 @@ def test_cli_trains_and_rejects_an_unknown_override(tmp_path):
               if re.match(r"I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\]", line)
               ], ok.stderr[-2000:]
   log = (tmp_path / "wd" / "train.log").read_text()
-  assert "Starting a new run." in log and "First train step done." in log
+  assert "Model unet:" in log and "First train step done." in log
   assert re.search(r"\] \[2\] val/accuracy=[\d.]+, val/dice=", log)
   verbose = subprocess.run(
       command[:-1] + [str(tmp_path / "wd2"), "--verbosity=0"] + overrides,

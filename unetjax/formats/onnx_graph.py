@@ -18,9 +18,8 @@ with the JAX forward pass on several image sizes.
 
 The graph takes NCHW float32 images (`input`: batch, channels, height,
 width, all free; height and width multiples of 2**depth, 32 for FCN-32)
-and returns the
-task's probabilities NCHW (`output`): a sigmoid for one-output tasks, a
-softmax over the classes otherwise.
+and returns the task's probabilities NCHW (`output`): a sigmoid for
+one-output tasks, a softmax over the classes otherwise.
 """
 import jax
 import numpy as np

@@ -74,8 +74,8 @@ def _train(experiment: Experiment, workdir: str) -> dict[str, Any]:
     finished = _finished(experiment, mngr, workdir)
     if finished is not None:
       return finished
+    loop = _Loop(experiment, workdir, mngr)  # a bad checkpoint: no file
     with console.log_file(workdir):
-      loop = _Loop(experiment, workdir, mngr)
       loop.write_run_files()
       return loop.run()
 
