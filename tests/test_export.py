@@ -284,9 +284,12 @@ def test_percentile_normalisation_is_the_packages_scale_range(
   facts = json.loads((workdir / "experiment.json").read_text())
   facts["normalize"] = {"mode": "percentile", "low": 2.0, "high": 99.5}
   (workdir / "experiment.json").write_text(json.dumps(facts))
-  exporter.export(str(workdir), str(tmp_path / "zoo"), fmt="bioimageio",
-                  name="pct")
-  rdf = __import__("zipfile").ZipFile(tmp_path / "zoo" / "pct.zip").read(
+  with pytest.raises(ConfigError, match=r"package's name \('pct'\).*--name"):
+    exporter.export(str(workdir), str(tmp_path / "zoo"), fmt="bioimageio",
+                    name="pct")
+  assert not (tmp_path / "zoo").exists()
+  exporter.export(str(workdir), str(tmp_path / "zoo"), fmt="bioimageio")
+  rdf = __import__("zipfile").ZipFile(tmp_path / "zoo" / "unetjax_wd.zip").read(
       "rdf.yaml").decode()
   assert "id: scale_range" in rdf and "min_percentile: 2.0" in rdf
   assert "max_percentile: 99.5" in rdf

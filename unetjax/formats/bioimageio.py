@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pydantic
 
 from unetjax.formats import normalization
 from unetjax.runtime.errors import ConfigError, DataError
@@ -167,17 +168,16 @@ def package(folder: str, workdir: str, meta: dict, raw: np.ndarray, *,
   if os.path.exists(cover):
     shutil.copy(cover, os.path.join(folder, "cover.png"))
     covers = [v0_5.FileDescr(source=Path(folder, "cover.png"))]
-  descr = v0_5.ModelDescr(
-      name=name, description=f"U-Net for {info['name']} ({meta['head']} "
-      "probabilities per pixel), trained and exported with unetjax",
-      authors=[v0_5.Author(name=author)], covers=covers,
-      license=v0_5.LicenseId("CC-BY-4.0"),
-      documentation=v0_5.FileDescr(source=docs),
-      tags=["unetjax", "u-net", "segmentation", "2d", "onnx"],
-      attachments=[v0_5.FileDescr(source=Path(folder, "unetjax.json"))],
-      inputs=inputs, outputs=outputs,
-      weights=v0_5.WeightsDescr(onnx=v0_5.OnnxWeightsDescr(
-          source=Path(folder, "model.onnx"), opset_version=17)))
+  try:
+    descr = _describe(name, author, info, meta, covers, docs, folder,
+                      inputs, outputs)
+  except pydantic.ValidationError as e:
+    first = e.errors()[0]
+    raise ConfigError(f"bioimage.io rejects the package's "
+                      f"{'.'.join(str(p) for p in first['loc'])} "
+                      f"({first.get('input')!r:.60}): {first['msg']}"
+                      + (" (--name)" if first["loc"][:1] == ("name",)
+                         else "")) from None
   summary = bioimageio.core.test_model(descr)
   if summary.status != "passed":
     failed = [d for d in summary.details if d.status == "failed"]
@@ -192,3 +192,19 @@ def package(folder: str, workdir: str, meta: dict, raw: np.ndarray, *,
 def _identifier(text: str) -> str:
   cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in text)
   return cleaned if cleaned[:1].isalpha() else f"c_{cleaned}"
+
+
+def _describe(name, author, info, meta, covers, docs, folder, inputs,
+              outputs):
+  """The package's `v0_5.ModelDescr` (pydantic checks every field)."""
+  return v0_5.ModelDescr(
+      name=name, description=f"U-Net for {info['name']} ({meta['head']} "
+      "probabilities per pixel), trained and exported with unetjax",
+      authors=[v0_5.Author(name=author)], covers=covers,
+      license=v0_5.LicenseId("CC-BY-4.0"),
+      documentation=v0_5.FileDescr(source=docs),
+      tags=["unetjax", "u-net", "segmentation", "2d", "onnx"],
+      attachments=[v0_5.FileDescr(source=Path(folder, "unetjax.json"))],
+      inputs=inputs, outputs=outputs,
+      weights=v0_5.WeightsDescr(onnx=v0_5.OnnxWeightsDescr(
+          source=Path(folder, "model.onnx"), opset_version=17)))

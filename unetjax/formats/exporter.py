@@ -181,7 +181,9 @@ def _write_json(path: str, value) -> None:
 
 
 def _default_name(workdir: str) -> str:
-  return os.path.basename(os.path.abspath(workdir)) or "unetjax"
+  """The workdir's name; bioimage.io wants at least 5 characters."""
+  name = os.path.basename(os.path.abspath(workdir))
+  return name if len(name) >= 5 else f"unetjax {name}".strip()
 
 
 def forward_function(model, head: str):
