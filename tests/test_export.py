@@ -12,11 +12,13 @@ from flax import nnx
 from PIL import Image
 
 from tests.conftest import REPO
-from unetjax.formats import exporter, onnx_graph
 from unetjax.models.unet import UNet
 from unetjax.runtime.errors import CheckpointError, ConfigError, WorkdirError
 
 ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from unetjax.formats import exporter, onnx_graph
 
 
 def _randomize(model: UNet, seed: int = 0) -> UNet:

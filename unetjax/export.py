@@ -16,7 +16,6 @@ import sys
 
 from absl import flags
 
-from unetjax.formats import exporter
 from unetjax.runtime import cli, console
 
 FLAGS = flags.FLAGS
@@ -26,6 +25,11 @@ def main(argv):
   cli.no_arguments(argv)
   cli.quiet_library_logs(read_only=True)
   console.quiet_terminal()  # no TPU-backend INFO line on a CPU machine
+  try:
+    from unetjax.formats import exporter  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    cli.fail(f"unetjax-export needs {e.name}, of the export extra: pip "
+             "install 'unetjax[export]'")
   with cli.user_errors():
     written = exporter.export(
         FLAGS.workdir, FLAGS.out, fmt=FLAGS.format,
@@ -41,7 +45,8 @@ def run(argv: list[str] | None = None):
                       required=True)
   flags.DEFINE_string("out", None, "Folder to write the export to.",
                       required=True)
-  flags.DEFINE_enum("format", "bioimageio", list(exporter.FORMATS),
+  flags.DEFINE_enum("format", "bioimageio", ["bioimageio", "onnx",
+                                             "stablehlo"],
                     "What to write.")
   flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step.")
   flags.DEFINE_bool("overwrite", False, "Replace --out if it exists.")

@@ -39,7 +39,11 @@ def main(argv):
       cli.fail("give one of --workdir (a training run) and --model (an "
                "unetjax-export folder or bioimage.io zip)")
     if FLAGS.model is not None:
-      from unetjax.formats import exported  # pylint: disable=g-import-not-at-top
+      try:
+        from unetjax.formats import exported  # pylint: disable=g-import-not-at-top
+      except ImportError as e:
+        cli.fail(f"--model needs {e.name}, of the export extra: pip install "
+                 "'unetjax[export]'")
       if FLAGS.tta:
         cli.fail("--tta runs with --workdir only")
       written = exported.predict_files(
