@@ -61,7 +61,7 @@ def check_instances(split, dataset: str, split_name: str) -> None:
       raise DataError(
           f"dataset {dataset!r}: data.instances=True but the masks of split "
           f"{split_name!r} are binary (values {shown}): "
-          f"{split.ids[index]} shows {count} separate objects all with id "
+          f"image {split.ids[index]!r} shows {count} separate objects all with id "
           f"{int(mask.max())}, so they would count as one; set "
           "data.label_components=True to number each connected blob as an "
           "object, or give masks with an id per object (1..n)")

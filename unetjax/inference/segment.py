@@ -254,11 +254,50 @@ def input_shape(path: str) -> tuple[int, int]:
   return 1, image_io.read_image(path).shape[-1]
 
 
-def read_pages(path: str) -> Iterator[np.ndarray]:
-  """An input's pages [H, W, C], read as they are asked for."""
+def read_pages(path: str, channels: int | None = None
+               ) -> Iterator[np.ndarray]:
+  """An input's pages [H, W, C], read as they are asked for; `channels`
+  converts them as the training loaders do (`image_io.read_image`)."""
   if path.lower().endswith(image_io.TIFF_SUFFIXES):
-    return image_io.iter_stack(path)
-  return iter([image_io.read_image(path)])
+    pages = image_io.iter_stack(path)
+    if channels is None:
+      return pages
+    return (image_io.convert_channels(page, channels, path)
+            for page in pages)
+  return iter([image_io.read_image(path, channels=channels)])
+
+
+def channel_conversions(shapes: dict[str, tuple[int, int]],
+                        in_channels: int, colour_to_gray: bool,
+                        workdir: str) -> dict[str, int]:
+  """{path: in_channels} of the inputs to convert, each checked first.
+
+  What the training loaders convert is converted (one log line says so):
+  gray repeated to RGB for a colour model; for a gray model, RGB(A) with
+  R = G = B everywhere (how the DSB files are stored) as its R channel,
+  and colour as its luminance only where the run's loader did that too
+  (`colour_to_gray`: `data.channels=1`). Colour for a gray model trained
+  without that is refused, as its loader would refuse it."""
+  converted = {}
+  for path, (_, count) in shapes.items():
+    if count == in_channels:
+      continue
+    if count == 3 and in_channels == 1 and not colour_to_gray:
+      first = next(iter(read_pages(path)))
+      if not image_io.is_gray(first):
+        raise DataError(f"{path}: a colour image; the model of {workdir} "
+                        "takes gray images and its training did not "
+                        "convert colour (data.channels=1 does): convert "
+                        "the image to gray first")
+    if {count, in_channels} != {1, 3}:
+      raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
+                      f"takes {in_channels}")
+    converted[path] = in_channels
+  if converted:
+    kind = "RGB (gray repeated)" if in_channels == 3 else "gray"
+    print(f"{len(converted)} input(s) converted to {kind} as training "
+          f"converts them, e.g. {next(iter(converted))}", flush=True)
+  return converted
 
 
 def predict_files(workdir: str, pattern: str, output: str, *,
@@ -281,10 +320,8 @@ def predict_files(workdir: str, pattern: str, output: str, *,
   run = trained.load(workdir, checkpoint)
   model, _ = nnx.merge(run.graphdef, run.state)
   in_channels = run.info.in_channels
-  for path, (_, count) in shapes.items():
-    if count != in_channels:
-      raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
-                      f"takes {in_channels}")
+  converted = channel_conversions(
+      shapes, in_channels, run.config.data.get("channels") == 1, workdir)
   task = run.task
   if instances and not hasattr(task, "to_instances"):
     raise ConfigError(f"--instances: the run in {workdir} was trained with "
@@ -297,21 +334,25 @@ def predict_files(workdir: str, pattern: str, output: str, *,
     raise ConfigError(f"task {run.config.task.name!r} predicts class "
                       "ids, not probabilities: drop --probabilities")
   return segment_files(segment, shapes, output, kinds,
-                       task.to_instances if instances else None)
+                       task.to_instances if instances else None,
+                       channels=converted)
 
 
 def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
                   output: str, kinds: list[str],
-                  to_instances=None) -> list[str]:
+                  to_instances=None,
+                  channels: dict[str, int] | None = None) -> list[str]:
   """Streams every page of every input (`shapes`: path -> (pages,
   channels)) through `segment`, writing each output as it completes; a
   stack is read and written page by page. `to_instances` (a prediction ->
-  object ids) gives the 'instances' output. Returns the paths written."""
+  object ids) gives the 'instances' output; `channels` {path: count}
+  converts those inputs' pages (`channel_conversions`). Returns the paths
+  written."""
   sources = collections.deque()  # (path, page) of the images in flight
 
   def images():
     for path in shapes:
-      for page in read_pages(path):
+      for page in read_pages(path, (channels or {}).get(path)):
         sources.append((path, page))
         yield page
 
