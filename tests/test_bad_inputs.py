@@ -681,6 +681,168 @@ CASES = [
 ]
 
 
+# --- issue 30: instance labels, late checks, tracebacks, messages ------------
+
+
+BLOBS = np.zeros((16, 16), np.uint8)  # two separate objects, one value
+BLOBS[1:5, 1:5] = BLOBS[9:14, 9:14] = 1
+
+
+def folder_run(task="instances", crop=0, sizes=(), **data):
+  """Training on tmp/data (folders) with `data` options; `sizes` gives
+  images of other sizes (square) to the first few examples."""
+  def act(root):
+    config = tiny_cells_config()
+    config.data = {"name": "folders", "train_examples": 0, "dir": root,
+                   **data}
+    config.task = {"name": task}
+    if task == "instances":
+      config.task.target = "binary"
+    config.augment.crop_size = crop
+    return train.train_and_evaluate(config, os.path.join(
+        os.path.dirname(root), "wd"))
+  return act
+
+
+def blob_folder(value=255, sizes=()):
+  def setup(tmp):
+    broken = {}
+    for i, size in enumerate(sizes):
+      big = np.zeros((size, size), np.uint8)
+      broken[f"images/{i}.png"] = png_bytes(big + 100)
+      broken[f"masks/{i}.png"] = png_bytes(big)
+    root = folder_dataset(tmp, **broken)
+    for i in range(len(sizes), 5):
+      write(os.path.join(root, "masks", f"{i}.png"),
+            png_bytes(BLOBS * value))
+    return root
+  return setup
+
+
+def sweep_config(trials: str):
+  """A config file whose sweep 'bad' has these trials (Python text)."""
+  return config_file(
+      "import sys, os\nsys.path.insert(0, os.path.dirname(os.path.dirname("
+      "os.path.dirname(__file__))))\n"
+      f"sys.path.insert(0, {REPO!r})\n"
+      "from tests.conftest import tiny_cells_config as get_config\n"
+      f"def get_sweeps():\n  return {{'bad': {trials}}}\n")
+
+
+def sweep_of(*set_flags):
+  def act(path):
+    from unetjax import sweep  # pylint: disable=g-import-not-at-top
+    common = sweep.parse_set(list(set_flags))
+    sweep.run_sweep(path, "bad", os.path.join(os.path.dirname(path), "root"),
+                    common=common, runner=sweep.run_in_process)
+  return act
+
+
+def empty_step_folder(tmp):
+  path = existing_workdir()(tmp)
+  os.makedirs(os.path.join(path, "checkpoints", "99"))
+  return path
+
+
+def kaggle_one_level_too_deep(tmp):
+  folder = os.path.join(tmp, "stage1_train", "abc")
+  write(os.path.join(folder, "images", "abc.png"), png_bytes(GRAY))
+  write(os.path.join(folder, "masks", "m1.png"), png_bytes(MASK * 255))
+  return folder
+
+
+def train_dsb(root):
+  from configs import dsb2018  # pylint: disable=g-import-not-at-top
+  config = dsb2018.get_config()
+  config.data.dir = root
+  tmp = os.path.dirname(os.path.dirname(root))  # above stage1_train/abc
+  return train.train_and_evaluate(config, os.path.join(tmp, "wd"))
+
+
+def colour_picture(tmp):
+  rgb = np.stack([GRAY, GRAY // 2, GRAY[::-1]], -1)
+  write(os.path.join(tmp, "in", "scan.png"), png_bytes(rgb))
+  return tmp
+
+
+def with_picture(tmp):
+  picture_in(tmp)
+  return tmp
+
+
+def predict_at(checkpoint):
+  def act(tmp):
+    from unetjax.inference import segment  # pylint: disable=g-import-not-at-top
+    segment.predict_files(_TRAINED[0], os.path.join(tmp, "in"),
+                          os.path.join(tmp, "out"), checkpoint=checkpoint)
+  return act
+
+
+ISSUE_30_CASES = [
+    # 1. instance labels that are not instances
+    Case("data:binary 0/255 masks as instances", blob_folder(255),
+         folder_run(instances=True), DataError, "data.label_components"),
+    Case("data:binary 0/1 masks as instances", blob_folder(1),
+         folder_run(instances=True), DataError, "values 0 and 1"),
+    Case("data:instance ids for binary_segmentation", blob_folder(1),
+         folder_run("binary_segmentation", instances=True), ConfigError,
+         "task.name='binary_segmentation'"),
+    Case("data:instance ids for multi-class segmentation", blob_folder(1),
+         folder_run("segmentation", instances=True), ConfigError,
+         "task.name='instances'"),
+    Case("data:label_components without instances", blob_folder(1),
+         folder_run("binary_segmentation", label_components=True),
+         ConfigError, "data.label_components"),
+    # 2. checks before the first write
+    Case("data:varied sizes without a crop", blob_folder(1, sizes=(24, 20)),
+         folder_run("binary_segmentation"), ConfigError,
+         "augment.crop_size=0"),
+    Case("data:varied sizes, crop above the smallest",
+         blob_folder(1, sizes=(24, 20)),
+         folder_run("binary_segmentation", crop=18), ConfigError,
+         "from 1 to 16"),
+    Case("sweep:unknown value in the second trial",
+         sweep_config("[{'task.name': 'binary_segmentation'}, "
+                      "{'optimizer.name': 'adamax'}]"), sweep_of(),
+         ConfigError, "optimizer.name='adamax'"),
+    Case("sweep:--set out of range", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("augment.contrast=-1"),
+         ConfigError, "augment.contrast"),
+    Case("sweep:--set a task option out of range", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("task.dice_weight=-1"),
+         ConfigError, "dice_weight"),
+    Case("sweep:--set a key under a value", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("model.depth.x=1"),
+         ConfigError, "--set model.depth.x"),
+    Case("sweep:--set a dataset option it lacks", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("data.max_images=3"),
+         ConfigError, "max_images"),
+    # 3. tracebacks
+    tool_case("predict checkpoint a superscript digit", with_picture,
+              predict_at("\u00b2"), CheckpointError, "'\u00b2'"),
+    tool_case("predict checkpoint an Arabic-Indic digit", with_picture,
+              predict_at("\u0663"), CheckpointError, "'\u0663'"),
+    # 4. messages that name the right thing
+    cli_case("key under a string", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.model.name.x=1"], "model.name is a value"),
+    cli_case("key two levels under a value", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.optimizer.b1.x.y=1"], "--config.optimizer.b1.x.y"),
+    cli_case("option of another dataset", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.data.max_images=3"], "no key 'max_images' under 'data'"),
+    Case("workdir:empty checkpoint folder", empty_step_folder, train_tiny,
+         WorkdirError, "checkpoints/99 is an empty folder"),
+    Case("data:DSB folder one level too deep", kaggle_one_level_too_deep,
+         train_dsb, DataError, "folder above it"),
+    # 5. predict refuses only what training refuses
+    tool_case("predict colour for a gray model", colour_picture,
+              predict_at("latest"), DataError, "colour image"),
+]
+CASES += ISSUE_30_CASES
+
+
 def _while_locked(workdir, run):
   with workdir_lib.locked(workdir):
     run()
@@ -709,7 +871,7 @@ def test_the_battery_is_big_enough():
   kinds = {case.name.split(":")[0] for case in CASES}
   assert len(CASES) >= 110 and kinds == {
       "config", "cli", "data", "file", "checkpoint", "workdir", "tool",
-      "download"}
+      "download", "sweep"}
   assert len({case.name for case in CASES}) == len(CASES)
 
 
