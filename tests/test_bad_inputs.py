@@ -831,7 +831,7 @@ ISSUE_30_CASES = [
         "--config.optimizer.b1.x.y=1"], "--config.optimizer.b1.x.y"),
     cli_case("option of another dataset", workdir_in, lambda wd: [
         "--config", DEFAULT_CONFIG, "--workdir", wd,
-        "--config.data.max_images=3"], "no key 'max_images' under 'data'"),
+        "--config.data.max_images=3"], "no key 'max_images'"),
     Case("workdir:empty checkpoint folder", empty_step_folder, train_tiny,
          WorkdirError, "checkpoints/99 is an empty folder"),
     Case("data:DSB folder one level too deep", kaggle_one_level_too_deep,

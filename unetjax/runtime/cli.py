@@ -119,7 +119,6 @@ def check_override_paths(config, paths: list[str], flag=None) -> None:
         close = difflib.get_close_matches(key, list(node.keys()), n=1)
         raise ConfigError(
             f"{flag(path)}: the config has no key {key!r}"
-            + (f" under {where!r}" if where else "")
             + (f" (did you mean {close[0]!r}?)" if close else ""))
       node = node[key]
 

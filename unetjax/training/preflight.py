@@ -43,7 +43,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   try:
     tasks.build(config, info)
   except ConfigError as e:
-    if str(e).startswith(("task.", "data.instances")):
+    text = str(e)
+    if (text.startswith("task.") and not text.startswith("task.name=")
+        or "data.instances=True gives" in text):
       raise  # an option of the task itself, not of the stand-in facts
   from unetjax.training import optimizers  # pylint: disable=g-import-not-at-top
   # The schedule's checks need the epoch length, which needs the data.

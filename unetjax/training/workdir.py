@@ -134,7 +134,6 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if reason:
     raise WorkdirError(f"{reason}; use a new --workdir, or --fresh to train "
                        "in a new sibling directory")
-  check_step_folders(workdir)
 
 
 def check_step_folders(workdir: str) -> None:
