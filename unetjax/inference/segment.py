@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from unetjax.data import image_io
-from unetjax.inference import tiling, trained
+from unetjax.inference import channels, tiling, trained
 from unetjax.models.unet import valid_input_sizes
 from unetjax.runtime.errors import ConfigError, DataError
 from unetjax.training import steps as steps_lib
@@ -267,39 +267,6 @@ def read_pages(path: str, channels: int | None = None
   return iter([image_io.read_image(path, channels=channels)])
 
 
-def channel_conversions(shapes: dict[str, tuple[int, int]],
-                        in_channels: int, colour_to_gray: bool,
-                        workdir: str) -> dict[str, int]:
-  """{path: in_channels} of the inputs to convert, each checked first.
-
-  What the training loaders convert is converted (one log line says so):
-  gray repeated to RGB for a colour model; for a gray model, RGB(A) with
-  R = G = B everywhere (how the DSB files are stored) as its R channel,
-  and colour as its luminance only where the run's loader did that too
-  (`colour_to_gray`: `data.channels=1`). Colour for a gray model trained
-  without that is refused, as its loader would refuse it."""
-  converted = {}
-  for path, (_, count) in shapes.items():
-    if count == in_channels:
-      continue
-    if count == 3 and in_channels == 1 and not colour_to_gray:
-      first = next(iter(read_pages(path)))
-      if not image_io.is_gray(first):
-        raise DataError(f"{path}: a colour image; the model of {workdir} "
-                        "takes gray images and its training did not "
-                        "convert colour (data.channels=1 does): convert "
-                        "the image to gray first")
-    if {count, in_channels} != {1, 3}:
-      raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
-                      f"takes {in_channels}")
-    converted[path] = in_channels
-  if converted:
-    kind = "RGB (gray repeated)" if in_channels == 3 else "gray"
-    print(f"{len(converted)} input(s) converted to {kind} as training "
-          f"converts them, e.g. {next(iter(converted))}", flush=True)
-  return converted
-
-
 def predict_files(workdir: str, pattern: str, output: str, *,
                   checkpoint: str = "best", tile_size: int = 256,
                   batch_size: int = 8, tta: bool = False,
@@ -320,7 +287,7 @@ def predict_files(workdir: str, pattern: str, output: str, *,
   run = trained.load(workdir, checkpoint)
   model, _ = nnx.merge(run.graphdef, run.state)
   in_channels = run.info.in_channels
-  converted = channel_conversions(
+  converted = channels.conversions(
       shapes, in_channels, run.config.data.get("channels") == 1, workdir)
   task = run.task
   if instances and not hasattr(task, "to_instances"):
@@ -346,7 +313,7 @@ def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
   channels)) through `segment`, writing each output as it completes; a
   stack is read and written page by page. `to_instances` (a prediction ->
   object ids) gives the 'instances' output; `channels` {path: count}
-  converts those inputs' pages (`channel_conversions`). Returns the paths
+  converts those inputs' pages (`channels.conversions`). Returns the paths
   written."""
   sources = collections.deque()  # (path, page) of the images in flight
 
