@@ -681,6 +681,168 @@ CASES = [
 ]
 
 
+# --- issue 30: instance labels, late checks, tracebacks, messages ------------
+
+
+BLOBS = np.zeros((16, 16), np.uint8)  # two separate objects, one value
+BLOBS[1:5, 1:5] = BLOBS[9:14, 9:14] = 1
+
+
+def folder_run(task="instances", crop=0, sizes=(), **data):
+  """Training on tmp/data (folders) with `data` options; `sizes` gives
+  images of other sizes (square) to the first few examples."""
+  def act(root):
+    config = tiny_cells_config()
+    config.data = {"name": "folders", "train_examples": 0, "dir": root,
+                   **data}
+    config.task = {"name": task}
+    if task == "instances":
+      config.task.target = "binary"
+    config.augment.crop_size = crop
+    return train.train_and_evaluate(config, os.path.join(
+        os.path.dirname(root), "wd"))
+  return act
+
+
+def blob_folder(value=255, sizes=()):
+  def setup(tmp):
+    broken = {}
+    for i, size in enumerate(sizes):
+      big = np.zeros((size, size), np.uint8)
+      broken[f"images/{i}.png"] = png_bytes(big + 100)
+      broken[f"masks/{i}.png"] = png_bytes(big)
+    root = folder_dataset(tmp, **broken)
+    for i in range(len(sizes), 5):
+      write(os.path.join(root, "masks", f"{i}.png"),
+            png_bytes(BLOBS * value))
+    return root
+  return setup
+
+
+def sweep_config(trials: str):
+  """A config file whose sweep 'bad' has these trials (Python text)."""
+  return config_file(
+      "import sys, os\nsys.path.insert(0, os.path.dirname(os.path.dirname("
+      "os.path.dirname(__file__))))\n"
+      f"sys.path.insert(0, {REPO!r})\n"
+      "from tests.conftest import tiny_cells_config as get_config\n"
+      f"def get_sweeps():\n  return {{'bad': {trials}}}\n")
+
+
+def sweep_of(*set_flags):
+  def act(path):
+    from unetjax import sweep  # pylint: disable=g-import-not-at-top
+    common = sweep.parse_set(list(set_flags))
+    sweep.run_sweep(path, "bad", os.path.join(os.path.dirname(path), "root"),
+                    common=common, runner=sweep.run_in_process)
+  return act
+
+
+def empty_step_folder(tmp):
+  path = existing_workdir()(tmp)
+  os.makedirs(os.path.join(path, "checkpoints", "99"))
+  return path
+
+
+def kaggle_one_level_too_deep(tmp):
+  folder = os.path.join(tmp, "stage1_train", "abc")
+  write(os.path.join(folder, "images", "abc.png"), png_bytes(GRAY))
+  write(os.path.join(folder, "masks", "m1.png"), png_bytes(MASK * 255))
+  return folder
+
+
+def train_dsb(root):
+  from configs import dsb2018  # pylint: disable=g-import-not-at-top
+  config = dsb2018.get_config()
+  config.data.dir = root
+  tmp = os.path.dirname(os.path.dirname(root))  # above stage1_train/abc
+  return train.train_and_evaluate(config, os.path.join(tmp, "wd"))
+
+
+def colour_picture(tmp):
+  rgb = np.stack([GRAY, GRAY // 2, GRAY[::-1]], -1)
+  write(os.path.join(tmp, "in", "scan.png"), png_bytes(rgb))
+  return tmp
+
+
+def with_picture(tmp):
+  picture_in(tmp)
+  return tmp
+
+
+def predict_at(checkpoint):
+  def act(tmp):
+    from unetjax.inference import segment  # pylint: disable=g-import-not-at-top
+    segment.predict_files(_TRAINED[0], os.path.join(tmp, "in"),
+                          os.path.join(tmp, "out"), checkpoint=checkpoint)
+  return act
+
+
+ISSUE_30_CASES = [
+    # 1. instance labels that are not instances
+    Case("data:binary 0/255 masks as instances", blob_folder(255),
+         folder_run(instances=True), DataError, "data.label_components"),
+    Case("data:binary 0/1 masks as instances", blob_folder(1),
+         folder_run(instances=True), DataError, "values 0 and 1"),
+    Case("data:instance ids for binary_segmentation", blob_folder(1),
+         folder_run("binary_segmentation", instances=True), ConfigError,
+         "task.name='binary_segmentation'"),
+    Case("data:instance ids for multi-class segmentation", blob_folder(1),
+         folder_run("segmentation", instances=True), ConfigError,
+         "task.name='instances'"),
+    Case("data:label_components without instances", blob_folder(1),
+         folder_run("binary_segmentation", label_components=True),
+         ConfigError, "data.label_components"),
+    # 2. checks before the first write
+    Case("data:varied sizes without a crop", blob_folder(1, sizes=(24, 20)),
+         folder_run("binary_segmentation"), ConfigError,
+         "augment.crop_size=0"),
+    Case("data:varied sizes, crop above the smallest",
+         blob_folder(1, sizes=(24, 20)),
+         folder_run("binary_segmentation", crop=18), ConfigError,
+         "from 1 to 16"),
+    Case("sweep:unknown value in the second trial",
+         sweep_config("[{'task.name': 'binary_segmentation'}, "
+                      "{'optimizer.name': 'adamax'}]"), sweep_of(),
+         ConfigError, "optimizer.name='adamax'"),
+    Case("sweep:--set out of range", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("augment.contrast=-1"),
+         ConfigError, "augment.contrast"),
+    Case("sweep:--set a task option out of range", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("task.dice_weight=-1"),
+         ConfigError, "dice_weight"),
+    Case("sweep:--set a key under a value", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("model.depth.x=1"),
+         ConfigError, "--set model.depth.x"),
+    Case("sweep:--set a dataset option it lacks", sweep_config(
+        "[{'seed': 0}, {'seed': 1}]"), sweep_of("data.max_images=3"),
+         ConfigError, "max_images"),
+    # 3. tracebacks
+    tool_case("predict checkpoint a superscript digit", with_picture,
+              predict_at("\u00b2"), CheckpointError, "'\u00b2'"),
+    tool_case("predict checkpoint an Arabic-Indic digit", with_picture,
+              predict_at("\u0663"), CheckpointError, "'\u0663'"),
+    # 4. messages that name the right thing
+    cli_case("key under a string", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.model.name.x=1"], "model.name is a value"),
+    cli_case("key two levels under a value", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.optimizer.b1.x.y=1"], "--config.optimizer.b1.x.y"),
+    cli_case("option of another dataset", workdir_in, lambda wd: [
+        "--config", DEFAULT_CONFIG, "--workdir", wd,
+        "--config.data.max_images=3"], "no key 'max_images'"),
+    Case("workdir:empty checkpoint folder", empty_step_folder, train_tiny,
+         WorkdirError, "checkpoints/99 is an empty folder"),
+    Case("data:DSB folder one level too deep", kaggle_one_level_too_deep,
+         train_dsb, DataError, "folder above it"),
+    # 5. predict refuses only what training refuses
+    tool_case("predict colour for a gray model", colour_picture,
+              predict_at("latest"), DataError, "colour image"),
+]
+CASES += ISSUE_30_CASES
+
+
 def _while_locked(workdir, run):
   with workdir_lib.locked(workdir):
     run()
@@ -709,7 +871,7 @@ def test_the_battery_is_big_enough():
   kinds = {case.name.split(":")[0] for case in CASES}
   assert len(CASES) >= 110 and kinds == {
       "config", "cli", "data", "file", "checkpoint", "workdir", "tool",
-      "download"}
+      "download", "sweep"}
   assert len({case.name for case in CASES}) == len(CASES)
 
 
@@ -839,3 +1001,154 @@ def test_random_arrays_load_exactly_or_raise_data_error(array, suffix,
   if expected.shape[-1] in (2, 4):
     expected = expected[..., :-1]  # alpha dropped
   np.testing.assert_allclose(image, expected / scale, rtol=1e-6)
+
+
+# --- issue 30: what must work, not fail ---------------------------------------
+
+
+def _config_files() -> list[str]:
+  import glob  # pylint: disable=g-import-not-at-top
+  return sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+@pytest.mark.parametrize("path", _config_files(),
+                         ids=lambda p: os.path.basename(p))
+def test_every_dataset_and_task_option_is_settable_on_every_config(path):
+  """docs name the options of each dataset and task (its keyword
+  arguments); a config file that leaves one out must still take it as
+  --config.data.KEY / --config.task.KEY, and keep it at the value given."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  from unetjax.runtime import cli  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime import config as config_lib  # pylint: disable=g-import-not-at-top
+  from unetjax.training import options  # pylint: disable=g-import-not-at-top
+  config_lib.make_siblings_importable(path)
+  spec = importlib.util.spec_from_file_location("probe_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    pytest.skip("not an experiment config")
+  base = module.get_config()
+  wanted = {}
+  for section in ("data", "task"):
+    for key, parameter in options.options(section, base[section].name).items():
+      value = parameter.default
+      if type(value) in (bool, int, float, str) and value != "":  # pylint: disable=unidiomatic-typecheck
+        wanted[f"{section}.{key}"] = value
+  argv = ["probe", f"--config={path}"] + [
+      f"--config.{key}={value}" for key, value in wanted.items()]
+  values = flags.FlagValues()
+  holder = config_flags.DEFINE_config_file(
+      "config", flag_values=values, lock_config=True, sys_argv=argv)
+  cli.use_config_parser(values, "config", argv=argv,
+                        complete=options.complete)
+  values(argv)
+  config = holder.value
+  for key, value in wanted.items():
+    section, leaf = key.split(".")
+    assert config[section][leaf] == value, key
+  assert "data.max_images" in wanted or base.data.name != "dsb2018"
+  assert "task.w0" in wanted or base.task.name != "instances"
+
+
+def test_a_config_without_overrides_saves_no_added_option():
+  """Options are added only when named: a resumed run's config.json is
+  compared with the new one, so nothing else may change."""
+  from unetjax.training import options  # pylint: disable=g-import-not-at-top
+  from configs import dsb2018  # pylint: disable=g-import-not-at-top
+  config = dsb2018.get_config()
+  before = config.to_json()
+  with config.unlocked():
+    options.complete(config, {"seed": "1", "task.w0": "3"})
+  assert config.task.w0 == 10.0 and "max_images" not in config.data
+  with config.unlocked():
+    del config.task["w0"]
+  assert config.to_json() == before
+
+
+def _rgb(red, green, blue):
+  return np.stack([red, green, blue], -1).astype(np.uint8)
+
+
+def test_predict_converts_channels_as_the_training_loaders_do(tmp_path):
+  from unetjax.inference import channels, segment  # pylint: disable=g-import-not-at-top
+  gray = write(str(tmp_path / "gray.png"), png_bytes(GRAY))
+  rgba = write(str(tmp_path / "rgba.png"), png_bytes(np.dstack(
+      [GRAY, GRAY, GRAY, np.full_like(GRAY, 255)])))
+  colour = write(str(tmp_path / "colour.png"), png_bytes(_rgb(
+      GRAY, GRAY // 2, GRAY[::-1])))
+  shapes = {p: segment.input_shape(p) for p in (gray, rgba, colour)}
+  # A colour model: gray repeated.
+  assert channels.conversions({gray: shapes[gray]}, 3, False,
+                              "wd") == {gray: 3}
+  (page,) = segment.read_pages(gray, 3)
+  assert page.shape == (16, 16, 3)
+  np.testing.assert_array_equal(page[..., 2], GRAY / np.float32(255))
+  # A gray model: R = G = B (alpha dropped) gives its R channel.
+  assert channels.conversions({rgba: shapes[rgba]}, 1, False,
+                              "wd") == {rgba: 1}
+  (page,) = segment.read_pages(rgba, 1)
+  np.testing.assert_array_equal(page[..., 0], GRAY / np.float32(255))
+  # Colour for a gray model: luminance only where training did that.
+  with pytest.raises(DataError, match="colour.png: a colour image"):
+    channels.conversions({colour: shapes[colour]}, 1, False, "wd")
+  assert channels.conversions({colour: shapes[colour]}, 1, True,
+                              "wd") == {colour: 1}
+  (page,) = segment.read_pages(colour, 1)
+  want = np.round(0.299 * GRAY + 0.587 * (GRAY // 2) + 0.114 * GRAY[::-1])
+  np.testing.assert_array_equal(page[..., 0] * 255, want)
+  # Matching inputs are left alone.
+  assert channels.conversions({gray: shapes[gray]}, 1, False,
+                              "wd") == {}
+
+
+def test_labelled_components_become_instance_ids():
+  from unetjax.data import label_checks  # pylint: disable=g-import-not-at-top
+  mask = np.zeros((6, 6), np.uint8)
+  mask[0, 0] = mask[1, 1] = 255  # touching at a corner: one object
+  mask[4:, 4:] = 255
+  ids = label_checks.components(mask)
+  assert ids[0, 0] == ids[1, 1] == 1 and (ids[4:, 4:] == 2).all()
+  assert ids.max() == 2 and ids.dtype == np.int32
+
+
+def test_one_object_per_image_is_an_instance_mask():
+  """Binary-looking masks with one blob each are not refused."""
+  from unetjax.data import Split, label_checks  # pylint: disable=g-import-not-at-top
+  labels = np.zeros((2, 8, 8), np.int32)
+  labels[0, :2, :2] = labels[1, 4:, 4:] = 1
+  label_checks.check_instances(
+      Split(np.zeros((2, 8, 8, 1), np.uint8), labels, ("a", "b")), "x",
+      "train")
+  labels[1, :2, :2] = 1  # a second blob with the same id
+  with pytest.raises(DataError, match="image 'b' shows 2 separate objects"):
+    label_checks.check_instances(
+        Split(np.zeros((2, 8, 8, 1), np.uint8), labels, ("a", "b")), "x",
+        "train")
+
+
+def test_evaluate_scores_an_instance_runs_training_split(tmp_path):
+  """`unetjax-evaluate --split train` on an instance run: its training
+  split is prepared as an evaluated one (it used to lack the ids)."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  from configs import dsb2018  # pylint: disable=g-import-not-at-top
+  from tests.test_instance_task import _write_kaggle_layout  # pylint: disable=g-import-not-at-top
+  from unetjax import evaluate  # pylint: disable=g-import-not-at-top
+  _write_kaggle_layout(pathlib.Path(tmp_path) / "data", count=6)
+  config = dsb2018.get_config()
+  config.data.update(dir=str(tmp_path / "data"), channels=1,
+                     val_fraction=0.2, test_fraction=0.2, cache=False)
+  config.model.update(depth=2, features=4)
+  config.augment.update(crop_size=0, rot90=False)
+  config.update(batch_size=2, eval_batch_size=2, num_steps=2,
+                log_every_steps=1, eval_every_steps=2, num_sample_images=1)
+  workdir = str(tmp_path / "wd")
+  train.train_and_evaluate(config, workdir)
+  report = evaluate.evaluate_workdir(workdir, checkpoint="latest",
+                                     split="train", out=str(tmp_path / "ev"))
+  assert report["num_examples"] == 4
+  assert report["metrics"]["num_true"] == 4 * 3  # 3 squares per image

@@ -91,14 +91,22 @@ def main(argv: list[str] | None = None) -> None:
     return
   if args.startup:
     from unetjax.benchmarks import startup as startup_benchmark  # pylint: disable=g-import-not-at-top
-    startup_benchmark.main(args)
-    return
-  if args.predict:
+    result = startup_benchmark.main(args)
+  elif args.predict:
     from unetjax.benchmarks import predict as predict_benchmark  # pylint: disable=g-import-not-at-top
     if args.frameworks == "jax,torch":
       args.frameworks = "jax,monai"
-    predict_benchmark.main(args)
-    return
+    result = predict_benchmark.main(args)
+  else:
+    result = _train_or_layers(args)
+  failed = common.failures((result or {}).get("runs", {}))
+  if failed:
+    sys.exit(f"error: {len(failed)} benchmark run(s) failed, so the table "
+             f"is incomplete; the first: {failed[0]}")
+
+
+def _train_or_layers(args) -> dict:
+  """The default mode (the train step) or `--layers`: its result."""
   with_torch = "torch" in args.frameworks.split(",")
   if with_torch and not common.torch_available():
     print("torch is not installed (pip install -e .[bench]): JAX only.",
@@ -119,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
-
+  return result
 
 if __name__ == "__main__":
   main()

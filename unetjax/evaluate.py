@@ -55,7 +55,7 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
   if os.path.exists(out) and not os.path.isdir(out):
     raise ConfigError(f"--out={out}: is a file; expected a directory")
   experiment, state, step = trained.restore_experiment(workdir, checkpoint)
-  data = experiment.dataset.split(split)
+  data = _split(experiment, split)
   steps = steps_lib.jit_steps(experiment)
   computed = evaluation.evaluate(experiment, steps, state, data)
   columns = example_columns(experiment, steps, state, data)
@@ -81,6 +81,19 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
       experiment.task.figures(batch, predictions, outputs, computed,
                               os.path.join(out, f"{name}_{tag}"))
   return report
+
+
+def _split(experiment: experiment_lib.Experiment,
+           name: str) -> datasets.Split:
+  """The split as an evaluation reads it. A task's `prepare` gives the
+  training split only what training reads (the instance task drops the
+  instance ids the object scores need), so evaluating it prepares it
+  again as an evaluated split."""
+  if name != "train" or not hasattr(experiment.task, "prepare"):
+    return experiment.dataset.split(name)
+  experiment.dataset.split(name)  # an unknown split fails as usual
+  raw = datasets.build(experiment.config)
+  return experiment.task.prepare(raw.split(name), "evaluated train")
 
 
 def example_columns(experiment: experiment_lib.Experiment, steps: steps_lib.Steps,

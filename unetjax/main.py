@@ -29,6 +29,16 @@ FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/default.py.",
     lock_config=True)
+
+
+def _complete(config, paths):
+  """The dataset's and task's options the overrides name (lazily: the
+  registries load their module only for such an override)."""
+  from unetjax.training import options  # pylint: disable=g-import-not-at-top
+  options.complete(config, paths)
+
+
+cli.use_config_parser(FLAGS, "config", complete=_complete)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots.")
 flags.DEFINE_bool(
     "fresh", False, "When --workdir holds a different experiment, train in "
@@ -49,6 +59,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     config_lib.make_siblings_importable(config_file)
   try:
     return FLAGS(argv)
+  except UnetjaxError as e:  # an override's path, checked on loading
+    fail(str(e))
   except flags.Error as e:
     lines = str(e).strip().splitlines()  # may embed the file's traceback
     message = " ".join(lines[:1] + lines[1:][-1:])

@@ -142,6 +142,10 @@ def resolve(config_path: str, flag_args: list[str], where: str,
   values = flags.FlagValues()
   holder = config_flags.DEFINE_config_file(
       "config", flag_values=values, lock_config=True, sys_argv=argv)
+  from unetjax.training import options  # pylint: disable=g-import-not-at-top
+  cli.use_config_parser(
+      values, "config", argv=argv, complete=options.complete,
+      blame=lambda p: f"--set {p}" if p in set_keys else f"--config.{p}")
   try:
     values(argv)
     config = holder.value
@@ -169,7 +173,8 @@ def resolve(config_path: str, flag_args: list[str], where: str,
           ValueError) as e:
     raise ConfigError(f"{where}: {_one_line(e)}") from None
   try:
-    config_lib.validate(config)
+    from unetjax.training import preflight  # pylint: disable=g-import-not-at-top
+    preflight.check_config(config)
   except ConfigError as e:
     raise ConfigError(f"{where}: {e}") from None
   return config

@@ -188,5 +188,15 @@ def run_worker(args: list[str]) -> dict[str, Any]:
   return result
 
 
+def failures(runs, where: tuple[str, ...] = ()) -> list[str]:
+  """'case side: error' of every failed run in a result's `runs` (dicts
+  of lists of run dicts, nested as each mode builds them)."""
+  if isinstance(runs, dict):
+    return [line for name, value in runs.items()
+            for line in failures(value, (*where, str(name)))]
+  return [f"{' '.join(where)}: {run['error']}" for run in runs
+          if isinstance(run, dict) and "error" in run]
+
+
 def torch_available() -> bool:
   return importlib.util.find_spec("torch") is not None

@@ -111,23 +111,23 @@ def build_model(config_name: str, seed: int = 0):
 def run_jax(config_name: str, path: str, output: str,
             tta: bool) -> dict[str, Any]:
   """`segment.segment_files` on one input: speed and memory."""
-  from unetjax.inference import segment  # pylint: disable=g-import-not-at-top
+  from unetjax.inference import segment as segment_lib  # pylint: disable=g-import-not-at-top
   from unetjax.training import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()  # XLA flags, as unetjax-predict
   import jax  # pylint: disable=g-import-not-at-top
   model, task = build_model(config_name)
-  segment = segment.Segmenter(model, task, 1, tile_size=TILE,
-                              batch_size=BATCH, tta=tta)
-  shapes = {path: segment.input_shape(path)}
+  segmenter = segment_lib.Segmenter(model, task, 1, tile_size=TILE,
+                                    batch_size=BATCH, tta=tta)
+  shapes = {path: segment_lib.input_shape(path)}
   ready = time.perf_counter()
   start_s = _process_seconds()
-  segment.segment_files(segment, shapes, output)
+  written = segment_lib.segment_files(segmenter, shapes, output, ["mask"])
   seconds = time.perf_counter() - ready
   return dict(framework="jax", jax_version=jax.__version__,
-              startup_s=start_s, predict_s=seconds,
+              startup_s=start_s, predict_s=seconds, written=len(written),
               megapixels_per_s=megapixels(path) / seconds,
-              compiles=len(segment._compiled),  # pylint: disable=protected-access
-              compile_s=segment.compile_seconds,
+              compiles=len(segmenter._compiled),  # pylint: disable=protected-access
+              compile_s=segmenter.compile_seconds,
               process_s=_process_seconds(),
               peak_rss_bytes=common.peak_rss_bytes(),
               device_peak_bytes=_device_peak(jax))
@@ -291,12 +291,12 @@ def add_arguments(parser) -> None:
                      help="compare unetjax's and MONAI's logits instead")
 
 
-def main(args) -> None:
+def main(args) -> dict:
   """`unetjax-benchmark --predict` with `benchmark.parse_args`'s args."""
   config = "isbi2012" if args.config == common.REFERENCE else args.config
   if args.agree:
     print(json.dumps(agreement(config, ""), indent=2))
-    return
+    return {}
   frameworks = [f for f in args.frameworks.split(",") if f in ("jax",
                                                                 "monai")]
   if "monai" in frameworks and not _monai_available():
@@ -310,6 +310,7 @@ def main(args) -> None:
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
+  return result
 
 
 def _monai_available() -> bool:

@@ -124,7 +124,7 @@ def table(result: dict[str, Any]) -> str:
   return "\n".join(lines)
 
 
-def main(args) -> None:
+def main(args) -> dict:
   """`unetjax-benchmark --startup` with `benchmark.parse_args`'s args."""
   import json  # pylint: disable=g-import-not-at-top
   config = "default" if args.config == "reference" else args.config
@@ -134,3 +134,4 @@ def main(args) -> None:
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)
+  return result

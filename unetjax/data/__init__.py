@@ -15,6 +15,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
+from unetjax.data import label_checks
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.errors import ConfigError, DataError
 from unetjax.runtime.registry import Registry
@@ -153,6 +154,7 @@ def check_labels(split: Split, info: DataInfo, split_name: str) -> None:
       raise DataError(f"dataset {info.name!r}: split {split_name!r} has "
                       f"instance ids down to {low}; expected ids >= 0 "
                       "(0 = background)")
+    label_checks.check_instances(split, info.name, split_name)
     return
   if low < 0 or high >= info.num_classes:
     raise DataError(

@@ -100,6 +100,12 @@ def find_examples(directory: str) -> dict[str, tuple[str, list[str]]]:
                     f"exist; {DOWNLOAD_HINT}")
   if os.path.isdir(os.path.join(directory, "stage1_train")):
     directory = os.path.join(directory, "stage1_train")
+  if all(os.path.isdir(os.path.join(directory, sub))
+         for sub in ("images", "masks")):  # one image's folder
+    raise DataError(f"data.dir={directory!r} is the folder of one image (it "
+                    "holds images/ and masks/); set data.dir to the folder "
+                    f"above it, {os.path.dirname(directory.rstrip(os.sep))!r}"
+                    ", which holds one such folder per image id")
   examples = {}
   for name in sorted(os.listdir(directory)):
     folder = os.path.join(directory, name)

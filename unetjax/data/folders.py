@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from unetjax.data import DataInfo, Dataset, Split, image_io
+from unetjax.data import DataInfo, Dataset, Split, image_io, label_checks
 from unetjax.runtime.errors import ConfigError, DataError
 
 MaskToClasses = Callable[[np.ndarray, str], np.ndarray]
@@ -36,7 +36,8 @@ def build(*, dir: str = "", num_classes: int = 2,  # pylint: disable=redefined-b
           class_names: tuple[str, ...] = (), mask_values=None,
           mask_threshold: float | None = None, instances: bool = False,
           channels: int = 0, val_fraction: float = 0.2,
-          pad_to_multiple: int = 32) -> Dataset:
+          pad_to_multiple: int = 32, label_components: bool = False
+          ) -> Dataset:
   if num_classes < 2:
     raise ConfigError(f"data.num_classes={num_classes}: expected >= 2")
   if class_names and len(class_names) != num_classes:
@@ -45,6 +46,10 @@ def build(*, dir: str = "", num_classes: int = 2,  # pylint: disable=redefined-b
   check_layout_options(channels, pad_to_multiple)
   to_classes = mask_mapping(mask_values, num_classes, mask_threshold,
                             instances)
+  label_checks.check_option(label_components, instances)
+  if label_components:  # binary masks -> their blobs as objects
+    to_classes = lambda mask, path: label_checks.components(  # pylint: disable=unnecessary-lambda-assignment
+        _instance_ids(mask, path))
   pairs = split_pairs(dir, val_fraction)
   read = {name: read_pairs(found, to_classes)
           for name, found in pairs.items()}

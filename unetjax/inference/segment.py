@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from unetjax.data import image_io
-from unetjax.inference import tiling, trained
+from unetjax.inference import channels, tiling, trained
 from unetjax.models.unet import valid_input_sizes
 from unetjax.runtime import console
 from unetjax.runtime.errors import ConfigError, DataError
@@ -255,11 +255,17 @@ def input_shape(path: str) -> tuple[int, int]:
   return 1, image_io.read_image(path).shape[-1]
 
 
-def read_pages(path: str) -> Iterator[np.ndarray]:
-  """An input's pages [H, W, C], read as they are asked for."""
+def read_pages(path: str, channels: int | None = None
+               ) -> Iterator[np.ndarray]:
+  """An input's pages [H, W, C], read as they are asked for; `channels`
+  converts them as the training loaders do (`image_io.read_image`)."""
   if path.lower().endswith(image_io.TIFF_SUFFIXES):
-    return image_io.iter_stack(path)
-  return iter([image_io.read_image(path)])
+    pages = image_io.iter_stack(path)
+    if channels is None:
+      return pages
+    return (image_io.convert_channels(page, channels, path)
+            for page in pages)
+  return iter([image_io.read_image(path, channels=channels)])
 
 
 def predict_files(workdir: str, pattern: str, output: str, *,
@@ -282,10 +288,8 @@ def predict_files(workdir: str, pattern: str, output: str, *,
   run = trained.load(workdir, checkpoint)
   model, _ = nnx.merge(run.graphdef, run.state)
   in_channels = run.info.in_channels
-  for path, (_, count) in shapes.items():
-    if count != in_channels:
-      raise DataError(f"{path}: {count} channel(s); the model of {workdir} "
-                      f"takes {in_channels}")
+  converted = channels.conversions(
+      shapes, in_channels, run.config.data.get("channels") == 1, workdir)
   task = run.task
   if instances and not hasattr(task, "to_instances"):
     raise ConfigError(f"--instances: the run in {workdir} was trained with "
@@ -298,21 +302,25 @@ def predict_files(workdir: str, pattern: str, output: str, *,
     raise ConfigError(f"task {run.config.task.name!r} predicts class "
                       "ids, not probabilities: drop --probabilities")
   return segment_files(segment, shapes, output, kinds,
-                       task.to_instances if instances else None)
+                       task.to_instances if instances else None,
+                       channels=converted)
 
 
 def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
                   output: str, kinds: list[str],
-                  to_instances=None) -> list[str]:
+                  to_instances=None,
+                  channels: dict[str, int] | None = None) -> list[str]:
   """Streams every page of every input (`shapes`: path -> (pages,
   channels)) through `segment`, writing each output as it completes; a
   stack is read and written page by page. `to_instances` (a prediction ->
-  object ids) gives the 'instances' output. Returns the paths written."""
+  object ids) gives the 'instances' output; `channels` {path: count}
+  converts those inputs' pages (`channels.conversions`). Returns the paths
+  written."""
   sources = collections.deque()  # (path, page) of the images in flight
 
   def images():
     for path in shapes:
-      for page in read_pages(path):
+      for page in read_pages(path, (channels or {}).get(path)):
         sources.append((path, page))
         yield page
 

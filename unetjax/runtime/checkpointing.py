@@ -114,7 +114,7 @@ def resolve_step(mngr: ocp.CheckpointManager, which: str) -> int:
     return mngr.latest_step()
   if which == "best":
     return mngr.best_step() or mngr.latest_step()
-  if not which.isdigit() or int(which) not in steps:
+  if not (which.isascii() and which.isdigit()) or int(which) not in steps:
     raise CheckpointError(f"checkpoint {which!r} not in {where}; it has "
                           f"steps {sorted(steps)}, 'latest' and 'best'")
   return int(which)

@@ -86,3 +86,79 @@ def quiet_library_logs(read_only: bool = False) -> None:
     return record.levelno >= std_logging.WARNING
 
   logging.get_absl_handler().addFilter(keep)
+
+
+def override_paths(argv: list[str], name: str = "config") -> dict[str, str]:
+  """{KEY: VALUE text} of every --config.KEY[=VALUE] in `argv`."""
+  prefix = f"--{name}."
+  return dict((arg[len(prefix):].split("=", 1) + [""])[:2]
+              for arg in argv[1:] if arg.startswith(prefix))
+
+
+def check_override_paths(config, paths: list[str], flag=None) -> None:
+  """Every override names a key the config has, through sections only.
+
+  ml_collections reports a key under a value (`--config.model.name.x`) as
+  a bare TypeError that reads like a broken config file, and a missing one
+  by its last name only; this names the flag, the key and what it is under.
+  `flag(path)` gives the name to blame (default `--config.PATH`).
+  """
+  import difflib  # pylint: disable=g-import-not-at-top
+
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from unetjax.runtime.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  flag = flag or (lambda path: f"--config.{path}")
+  for path in paths:
+    node, keys = config, path.split(".")
+    for depth, key in enumerate(keys):
+      where = ".".join(keys[:depth])
+      if not isinstance(node, (ml_collections.ConfigDict, dict)):
+        raise ConfigError(f"{flag(path)}: {where} is a value ({node!r:.60}),"
+                          f" not a section, so it has no key {key!r}")
+      if key not in node:
+        close = difflib.get_close_matches(key, list(node.keys()), n=1)
+        raise ConfigError(
+            f"{flag(path)}: the config has no key {key!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""))
+      node = node[key]
+
+
+class ConfigFileParser(flags.ArgumentParser):
+  """ml_collections' config-file parser, then two steps before any
+  `--config.KEY` override is applied: `complete(config, paths)` adds the
+  documented options the overrides name that the file leaves out (a
+  dataset's or task's keyword arguments), and every override path is
+  checked (`check_override_paths`)."""
+
+  def __init__(self, inner, argv: list[str] | None, complete=None):
+    self.inner, self.argv, self.complete = inner, argv, complete
+
+  def parse(self, argument):
+    config = self.inner.parse(argument)
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    if not isinstance(config, ml_collections.ConfigDict):
+      return config  # a file that failed: its error is raised on use
+    overrides = override_paths(
+        self.argv if self.argv is not None else sys.argv, self.inner.name)
+    if self.complete:
+      with config.unlocked():
+        self.complete(config, overrides)
+    check_override_paths(config, list(overrides), self.blame)
+    return config
+
+  def blame(self, path: str) -> str:
+    return f"--{self.inner.name}.{path}"
+
+  def flag_type(self):
+    return self.inner.flag_type()
+
+
+def use_config_parser(flag_values, name: str = "config",
+                      argv: list[str] | None = None, complete=None,
+                      blame=None) -> None:
+  """Puts `ConfigFileParser` in front of the config-file flag `name`."""
+  flag = flag_values[name]
+  parser = ConfigFileParser(flag.parser, argv, complete)
+  if blame:
+    parser.blame = blame
+  flag.parser = parser

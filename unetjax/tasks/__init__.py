@@ -58,6 +58,16 @@ def build(config: ml_collections.ConfigDict, info):
       raise ConfigError(f"task.{key} is not an option of task "
                         f"{config.task.name!r}; expected one of "
                         f"{sorted(accepted)}")
+  if getattr(info, "instances", False) and not hasattr(task_cls,
+                                                       "to_instances"):
+    flag = config.data.get("instances") is True
+    raise ConfigError(
+        f"task.name={config.task.name!r} reads labels as class ids, but "
+        + ("data.instances=True gives" if flag else
+           f"dataset {info.name!r} gives")
+        + " instance ids (1..n per object); use task.name='instances'"
+        + (", or data.instances=False to read the masks as classes"
+           if flag else ""))
   return task_cls(info=info, **kwargs)
 
 

@@ -14,7 +14,7 @@ from unetjax.data import augment
 from unetjax.runtime import config as config_lib
 from unetjax.runtime import host_memory
 from unetjax.runtime.errors import ConfigError
-from unetjax.training import optimizers, parallel, schedules
+from unetjax.training import optimizers, parallel, preflight, schedules
 
 
 @dataclasses.dataclass
@@ -50,6 +50,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                       f"training split ({len(train)} examples)")
   check_best_metric(config, task)
   augment.validate(config.augment, *train.images.shape[1:3])
+  preflight.check_data(config, train)
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
   schedule = schedules.build(config, steps_per_epoch, num_steps)

@@ -60,6 +60,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir_lib.check_config(workdir, config)  # before the lock file, too
   with workdir_lib.locked(workdir):
     workdir_lib.check_config(workdir, config)
+    workdir_lib.check_step_folders(workdir)
     experiment = build_experiment(config)
     return _train(experiment, workdir)
 

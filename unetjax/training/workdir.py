@@ -68,7 +68,8 @@ def has_results(workdir: str) -> bool:
   checkpoints = os.path.join(workdir, CHECKPOINTS)
   return (os.path.exists(os.path.join(workdir, METRICS_FILE))
           or (os.path.isdir(checkpoints)
-              and any(name.isdigit() for name in os.listdir(checkpoints))))
+              and any(name.isascii() and name.isdigit()
+                      for name in os.listdir(checkpoints))))
 
 
 @contextlib.contextmanager
@@ -133,6 +134,23 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   if reason:
     raise WorkdirError(f"{reason}; use a new --workdir, or --fresh to train "
                        "in a new sibling directory")
+
+
+def check_step_folders(workdir: str) -> None:
+  """Refuses an empty checkpoints/<step>/ folder: Orbax renames a step's
+  folder to its number only once it holds the checkpoint, so an empty one
+  was made by hand or by a copy that failed, and taking it for a step
+  would resume from nothing (or call the run longer than it is)."""
+  checkpoints = os.path.join(workdir, CHECKPOINTS)
+  if not os.path.isdir(checkpoints):
+    return
+  for name in sorted(os.listdir(checkpoints)):
+    path = os.path.join(checkpoints, name)
+    if name.isascii() and name.isdigit() and os.path.isdir(path) and not (
+        os.listdir(path)):
+      raise WorkdirError(f"{path} is an empty folder, not a checkpoint "
+                         "(Orbax never wrote it); move it away, then run "
+                         "the same command again")
 
 
 def fresh_sibling(workdir: str, config: ml_collections.ConfigDict) -> str:
