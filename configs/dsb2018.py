@@ -19,7 +19,7 @@ at IoU 0.5, and the GlaS object Dice and Hausdorff.
 
 `python -m unetjax.sweep --config configs/dsb2018.py --sweep approaches
 --root sweeps/dsb2018 --set data.dir=../shared/data/dsb2018` compares the
-four ways from pixels to objects on the same split and budget (see
+five ways from pixels to objects on the same split and budget (see
 get_sweeps). Results and timings: docs/instances.md.
 """
 from unetjax.runtime.config import base_config
@@ -33,7 +33,7 @@ def get_config():
                      overlaps="later", train_max_side=512)
   config.task = dict(name="instances", target="three_class",
                      objects="components", class_weights=(1.0, 1.0, 3.0),
-                     min_size=8, watershed_min_distance=10)
+                     min_size=8, watershed_min_distance=10, n_rays=32)
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 2e-3
   config.schedule.name = "cosine"
@@ -64,11 +64,15 @@ _APPROACHES = {
     "weight_map_components": {"task.target": "weight_map",
                               "task.objects": "components",
                               "task.class_weights": ()},
+    # StarDist's star-convex polygons (32 rays, its default), objects by
+    # polygon NMS at its default thresholds (probability 0.5, IoU 0.4)
+    "star_polygons": {"task.target": "star", "task.objects": "polygons",
+                      "task.class_weights": (), "task.n_rays": 32},
 }
 
 
 def get_sweeps():
-  """Named sweeps for `python -m unetjax.sweep --sweep NAME`: the four ways
+  """Named sweeps for `python -m unetjax.sweep --sweep NAME`: the five ways
   from pixels to objects, same split, model and number of steps."""
   return {"approaches": [dict(trial) for trial in _APPROACHES.values()]}
 
