@@ -246,7 +246,9 @@ def to_instances(prob: np.ndarray, dist: np.ndarray, *,
 def object_probability(instances: np.ndarray) -> np.ndarray:
   """StarDist's probability target (`edt_prob`): each object pixel's
   Euclidean distance to the nearest pixel outside its object, divided by
-  the largest such distance in the object; 0 on the background. float32."""
+  the largest such distance in the object; 0 on the background. float32.
+  As in StarDist, the image's edge is not a boundary (an object cut by it
+  stays probable up to the edge)."""
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
   instances = np.asarray(instances)
   prob = np.zeros(instances.shape, np.float32)
@@ -255,7 +257,7 @@ def object_probability(instances: np.ndarray) -> np.ndarray:
       continue
     grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n))
                   for s, n in zip(box, instances.shape))
-    inside = np.pad(instances[grown] == index + 1, 1)
+    inside = np.pad(instances[grown] == index + 1, 1, mode="edge")
     edt = ndimage.distance_transform_edt(inside)[1:-1, 1:-1]
     if edt.max() > 0:
       part = prob[grown]
