@@ -152,25 +152,26 @@ def train_cellpose(data: str, out: str, seconds: float) -> dict:
   loss_fn = train._loss_fn_seg  # pylint: disable=protected-access
 
   def counted(lbl, y, device):
-    if time.perf_counter() - started >= seconds:
-      raise _Budget()
-    steps["n"] += 1
+    if torch.is_grad_enabled():  # a training step, not its test loss
+      if time.perf_counter() - started >= seconds:
+        raise _Budget()
+      steps["n"] += 1
     return loss_fn(lbl, y, device)
 
   train._loss_fn_seg = counted  # pylint: disable=protected-access
   common = dict(train_data=x_train, train_labels=flows_train,
                 test_data=x_val, test_labels=flows_val, channels=[0, 0],
                 save_path=out, model_name="cellpose")
-  probe = time.perf_counter()
-  train.train_seg(model.net, n_epochs=1, **common)  # lr 0: warm-up's first
-  epoch_s = time.perf_counter() - probe
-  remaining = seconds - (time.perf_counter() - started)
-  epochs = max(1, int(remaining / max(epoch_s, 1e-3)))
+  epochs, epoch_s, finished = 0, None, False
   try:
+    probe = time.perf_counter()
+    train.train_seg(model.net, n_epochs=1, **common)  # lr 0: warm-up's first
+    epoch_s = time.perf_counter() - probe
+    remaining = seconds - (time.perf_counter() - started)
+    epochs = max(1, int(remaining / max(epoch_s, 1e-3)))
     train.train_seg(model.net, n_epochs=epochs, **common)
     finished = True
   except _Budget:
-    finished = False
     model.net.save_model(os.path.join(out, "models", "cellpose"))
   return {"steps": steps["n"], "train_seconds": time.perf_counter() - started,
           "epochs": epochs, "epoch_seconds": epoch_s,

@@ -254,8 +254,10 @@ def run_package(config_name: str, assignments: list[str], data: dict,
     if "error" in probe:
       return {"error": f"step-time probe: {probe['error']}"}
     step_s = probe["step_s"]
-    # Evaluations and start-up share the budget: 85% of it for steps.
-    num_steps = max(1, int(0.85 * budget_s / step_s))
+    # Start-up (reading, compiling: the probe's time to its first step)
+    # and the evaluations share the budget: 85% of the rest for steps.
+    startup_s = probe.get("time_to_first_step_s", 0.0)
+    num_steps = max(1, int(0.85 * (budget_s - startup_s) / step_s))
   workdir = os.path.join(run_dir, "workdir")
   shutil.rmtree(run_dir, ignore_errors=True)  # the benchmark's own folder
   os.makedirs(run_dir)
