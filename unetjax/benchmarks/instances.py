@@ -270,6 +270,7 @@ def run_package(config_name: str, assignments: list[str], data: dict,
   trained = _last_json(done, ok=(0, 128 + signal.SIGTERM))
   if "error" in trained:
     return trained
+  stopped = done.returncode != 0
   png_dir = os.path.join(run_dir, "objects")
   for checkpoint in ("best", "latest"):
     done, predict_s, predict_rss = _timed(
@@ -285,7 +286,7 @@ def run_package(config_name: str, assignments: list[str], data: dict,
     return predicted
   return dict(steps=_last_step(workdir), planned_steps=num_steps,
               probe_step_s=step_s, params=_params(workdir),
-              checkpoint=checkpoint, stopped_by_budget=done.returncode != 0,
+              checkpoint=checkpoint, stopped_by_budget=stopped,
               train_process_s=train_s, predict_s=predict_s,
               peak_rss_bytes=max(train_rss, predict_rss),
               pred_dir=_instances_as_tiffs(png_dir,
