@@ -150,9 +150,11 @@ def polygons(dist: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _rasterise(vertices: np.ndarray, shape) -> tuple[np.ndarray, np.ndarray]:
-  """Flat pixel indices inside one polygon, clipped to `shape`."""
-  rows, cols = draw.polygon(vertices[:, 0], vertices[:, 1], shape)
-  return rows * shape[1] + cols
+  """(rows, cols) of the pixels inside one polygon, clipped to `shape`."""
+  return draw.polygon(vertices[:, 0], vertices[:, 1], shape)
+
+
+_CELL = 32  # side of the grid cells that index kept polygons by position
 
 
 def non_maximum_suppression(dist: np.ndarray, prob: np.ndarray,
@@ -163,35 +165,56 @@ def non_maximum_suppression(dist: np.ndarray, prob: np.ndarray,
   Greedy, as StarDist's: the most probable candidate is kept, and every
   later one whose polygon overlaps a kept polygon with IoU above
   `iou_threshold` is dropped. IoU is counted on the rasterised polygons
-  (pixels whose centres lie inside), inside the image. A kept polygon is
-  compared only with candidates whose bounding boxes meet its own.
+  (pixels whose centres lie inside), inside the image. Kept polygons are
+  indexed by the _CELL x _CELL cells their bounding boxes cover, so a
+  candidate is compared only with the kept ones near it: the cost grows
+  with the number of candidates, not with candidates x kept polygons.
   """
   if not 0 <= iou_threshold <= 1:
     raise ConfigError(f"task.nms_threshold={iou_threshold}: expected 0..1")
   order = np.argsort(-np.asarray(prob), kind="stable")
   vertices = polygons(np.asarray(dist, np.float32), np.asarray(points))
-  low, high = vertices.min(axis=1), vertices.max(axis=1)
-  kept, kept_pixels, kept_low, kept_high = [], [], [], []
+  cells: dict[tuple[int, int], list[int]] = {}
+  kept, masks = [], []  # masks: (top, left, boolean mask of the pixels)
   for index in order:
-    pixels = _rasterise(vertices[index], shape)
-    if pixels.size == 0:
+    rows, cols = _rasterise(vertices[index], shape)
+    if rows.size == 0:
       continue
-    if kept:
-      near = np.flatnonzero(
-          np.all(np.asarray(kept_low) <= high[index], axis=1)
-          & np.all(np.asarray(kept_high) >= low[index], axis=1))
-      if any(_iou(pixels, kept_pixels[j]) > iou_threshold for j in near):
-        continue
+    top, left = rows.min(), cols.min()
+    bottom, right = rows.max(), cols.max()
+    covered = [(i, j) for i in range(top // _CELL, bottom // _CELL + 1)
+               for j in range(left // _CELL, right // _CELL + 1)]
+    box = (int(top), int(left), int(bottom), int(right), int(rows.size))
+    near = {k for cell in covered for k in cells.get(cell, ())}
+    if any(_iou_above(rows, cols, box, masks[k], iou_threshold)
+           for k in near):
+      continue
+    mask = np.zeros((bottom - top + 1, right - left + 1), bool)
+    mask[rows - top, cols - left] = True
+    for cell in covered:
+      cells.setdefault(cell, []).append(len(kept))
     kept.append(index)
-    kept_pixels.append(pixels)
-    kept_low.append(low[index])
-    kept_high.append(high[index])
+    masks.append((box, mask))
   return np.asarray(kept, np.int64)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-  inter = np.intersect1d(a, b, assume_unique=True).size
-  return inter / (a.size + b.size - inter)
+def _iou_above(rows: np.ndarray, cols: np.ndarray, box, kept,
+               threshold: float) -> bool:
+  """Whether the pixels (rows, cols), within `box` (top, left, bottom,
+  right, count), overlap a kept polygon with IoU above `threshold`. Bounds
+  from the boxes alone answer most pairs without counting pixels."""
+  (top, left, bottom, right, size), mask = kept
+  height = min(bottom, box[2]) - max(top, box[0]) + 1
+  width = min(right, box[3]) - max(left, box[1]) + 1
+  if height <= 0 or width <= 0:
+    return False
+  most = min(height * width, size, box[4])  # the intersection's bound
+  if most <= threshold * (size + box[4] - most):
+    return False
+  r, c = rows - top, cols - left
+  inside = (r >= 0) & (r < mask.shape[0]) & (c >= 0) & (c < mask.shape[1])
+  inter = np.count_nonzero(mask[r[inside], c[inside]])
+  return inter > threshold * (size + box[4] - inter)
 
 
 def polygons_to_label(dist: np.ndarray, prob: np.ndarray, points: np.ndarray,
@@ -203,7 +226,8 @@ def polygons_to_label(dist: np.ndarray, prob: np.ndarray, points: np.ndarray,
   flat = labels.reshape(-1)
   vertices = polygons(np.asarray(dist, np.float32), np.asarray(points))
   for index in np.argsort(np.asarray(prob), kind="stable"):
-    flat[_rasterise(vertices[index], shape)] = index + 1
+    rows, cols = _rasterise(vertices[index], shape)
+    flat[rows * shape[1] + cols] = index + 1
   return _renumber(labels)
 
 
