@@ -114,7 +114,7 @@ def test_star_task_target_loss_and_objects():
   batch = {"image": split.images, "label": split.labels,
            **split.maps}
   dist = star.star_distances(ids[0], 8)
-  prob = split.maps["star_prob"][0]
+  prob = split.maps["star_prob"][0].astype(np.float32)  # stored as float16
   logit = np.log(np.clip(prob, 1e-6, 1 - 1e-6) / np.clip(1 - prob, 1e-6, 1))
   perfect = np.concatenate([logit[..., None], dist], -1)[None]
   loss_right, _ = task.loss_and_outputs(jnp.asarray(perfect), batch)

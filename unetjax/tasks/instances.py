@@ -147,11 +147,15 @@ class InstanceSegmentation:
     if self.target == "star":
       # The probability target travels with the crop; the distances are
       # cast in the step from the ids, which must then travel too.
-      prob = np.zeros(ids.shape, np.float32)
+      # Half-size types where they hold the values exactly enough (ids
+      # below 2^15; a probability to 3 digits): the DSB training split
+      # is 737 pieces of up to 512x512, 0.4 GB a map this way.
+      prob = np.zeros(ids.shape, np.float16)
       for i, (h, w) in enumerate(sizes):
         prob[i, :h, :w] = instance_star.object_probability(ids[i, :h, :w])
       maps["star_prob"] = prob
-      maps["instances"] = np.asarray(ids, np.int32)
+      maps["instances"] = (ids.astype(np.int16) if ids.max(initial=0) <
+                           2 ** 15 else np.asarray(ids, np.int32))
     if self.target == "weight_map":
       # As in the paper's annotations, touching objects get a seam of
       # background between them: the pixels the border term weighs.
