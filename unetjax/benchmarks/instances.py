@@ -152,18 +152,19 @@ def export_split(data_config, out: str) -> dict:
 
 def peers_available(python: str) -> dict:
   """Which peers `python` imports, and their versions."""
-  code = ("import json, importlib, importlib.metadata as m\n"
+  code = ("import importlib, json\n"
+          "from importlib import metadata\n"
           "r = {'versions': {}}\n"
           "for name in ('stardist', 'cellpose', 'torch', 'tensorflow', "
           "'keras', 'numpy'):\n"
           "  try:\n"
-          "    importlib.import_module(name)\n"
+          "    module = importlib.import_module(name)\n"
           "    r[name] = True\n"
-          "    r['versions'][name] = m.version(name if name != 'tensorflow' "
-          "else 'tensorflow-cpu') if name != 'tensorflow' else "
-          "importlib.import_module(name).__version__\n"
+          "    r['versions'][name] = (getattr(module, '__version__', None)"
+          " or metadata.version(name))\n"
           "  except Exception as e:\n"
-          "    r[name] = False; r[name + '_error'] = repr(e)[:200]\n"
+          "    r[name] = False\n"
+          "    r[name + '_error'] = repr(e)[:200]\n"
           "print(json.dumps(r))\n")
   try:
     done = subprocess.run([python, "-c", code], capture_output=True,
