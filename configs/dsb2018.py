@@ -33,7 +33,8 @@ def get_config():
                      overlaps="later", train_max_side=512, max_images=0)
   config.task = dict(name="instances", target="three_class",
                      objects="components", class_weights=(1.0, 1.0, 3.0),
-                     min_size=8, watershed_min_distance=10, n_rays=32)
+                     min_size=8, watershed_min_distance=10, n_rays=32,
+                     star_distance_scale=1.0)
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 2e-3
   config.schedule.name = "cosine"

@@ -130,3 +130,15 @@ def test_star_task_target_loss_and_objects():
                              np.clip(prob, 1e-6, 1 - 1e-6), atol=1e-5)
   objects = task.to_instances(prediction)
   assert metrics.iou_matrix(ids[0], objects).max() > 0.85  # an octagon
+
+
+def test_distance_scale_multiplies_the_distance_outputs():
+  task = InstanceSegmentation(info=INFO, target="star", objects="polygons",
+                              n_rays=4, star_distance_scale=8.0)
+  logits = np.zeros((1, 2, 2, 5), np.float32)
+  logits[..., 1:] = [1.0, 0.5, -1.0, 2.0]
+  prediction = np.asarray(task.predict(jnp.asarray(logits)))
+  np.testing.assert_allclose(prediction[0, 0, 0], [0.5, 8.0, 4.0, 0.0, 16.0])
+  with pytest.raises(ConfigError, match="star_distance_scale=0"):
+    InstanceSegmentation(info=INFO, target="star", objects="polygons",
+                         star_distance_scale=0)

@@ -72,7 +72,8 @@ class InstanceSegmentation:
                boundary_width: int = 1, min_size: int = 0,
                threshold: float = 0.5, dice_weight: float = 0.0,
                watershed_min_distance: int = 10, n_rays: int = 32,
-               nms_threshold: float = 0.4, star_samples: int = 2048):
+               nms_threshold: float = 0.4, star_samples: int = 2048,
+               star_distance_scale: float = 1.0):
     if not getattr(info, "instances", False):
       raise ConfigError(
           f"task.name='instances' needs instance labels; data.name="
@@ -90,10 +91,17 @@ class InstanceSegmentation:
           "others by 'components' or 'watershed'")
     if target == "star":
       self.n_rays = instance_star.check_n_rays(n_rays)
-      if star_samples < 1 or not 0 <= nms_threshold <= 1:
-        raise ConfigError(f"task.star_samples={star_samples}, task."
-                          f"nms_threshold={nms_threshold}: expected >= 1 "
-                          "and 0..1")
+      if (star_samples < 1 or not 0 <= nms_threshold <= 1
+          or not star_distance_scale > 0):
+        raise ConfigError(
+            f"task.star_samples={star_samples}, task.nms_threshold="
+            f"{nms_threshold}, task.star_distance_scale="
+            f"{star_distance_scale}: expected >= 1, 0..1 and > 0")
+    # Pixels per unit of the distance outputs. StarDist's are pixels (1):
+    # a linear head then needs many steps to reach distances of 10-20 px
+    # from its start near 0 (Adam moves a weight ~lr a step); a larger
+    # scale gets there sooner at short budgets.
+    self.distance_scale = float(star_distance_scale)
     self.nms_threshold, self.star_samples = nms_threshold, star_samples
     num_classes = 3 if target == "three_class" else 2
     if class_weights and (len(class_weights) != num_classes
@@ -296,7 +304,7 @@ class InstanceSegmentation:
     ids = center_crop(batch["instances"], height, width).astype(jnp.int32)
     ids = jnp.where(valid > 0, ids, 0)
     bce = optax.sigmoid_binary_cross_entropy(logits[..., 0], prob)
-    dist = logits[..., 1:]
+    dist = logits[..., 1:] * self.distance_scale
     background = (ids == 0).astype(jnp.float32)
     reg = STAR_BACKGROUND_REG * background * jnp.mean(jnp.abs(dist), -1)
     points, used = instance_star.sample_points(ids > 0, self.star_samples)
@@ -320,8 +328,9 @@ class InstanceSegmentation:
     or star's probability and distances [B, H, W, 1 + n_rays]."""
     logits = logits.astype(jnp.float32)
     if self.target == "star":
-      return jnp.concatenate([jax.nn.sigmoid(logits[..., :1]),
-                              jnp.maximum(logits[..., 1:], 0.0)], axis=-1)
+      return jnp.concatenate([
+          jax.nn.sigmoid(logits[..., :1]),
+          jnp.maximum(logits[..., 1:] * self.distance_scale, 0.0)], axis=-1)
     if self.target == "three_class":
       return jax.nn.softmax(logits)
     return jax.nn.sigmoid(logits[..., 0])
