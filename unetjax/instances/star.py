@@ -23,8 +23,8 @@ cast on the augmented instance ids inside the jitted step (`distances`, in
 jnp, from a sample of the object pixels: `sample_points`), where a numpy/C
 function cannot run; and `stardist` as a package dependency brings numba
 and csbdeep (importing `stardist.geometry` and `stardist.nms` pulls in
-those two, not TensorFlow) and pins what Cellpose's environment needs
-(the benchmark runs it, as a peer, in its own). On a 256x320 DSB image
+those two, not TensorFlow) for three functions; the benchmark runs
+StarDist itself, as a peer, in an environment of its own. On a 256x320 DSB image
 with 86 nuclei `stardist.geometry.star_dist` (0.9.2) gave the same
 distances to 2e-5 and `stardist.edt_prob` the same probability target
 (docs/instances.md).
