@@ -5,6 +5,8 @@
   unetjax-benchmark --layers             # its convolutions level by level
   unetjax-benchmark --predict            # overlap-tile inference vs MONAI
   unetjax-benchmark --startup            # start-up and exit of a training
+  unetjax-benchmark --instances --minutes 30 --set data.dir=DSB \
+      --peer-python PEERS/bin/python     # nuclei vs StarDist and Cellpose
 
 Every measurement runs in a fresh process (the figures include nothing
 another framework left behind), JAX and PyTorch alternating, `--repeats`
@@ -65,6 +67,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "are the run's steps)")
   from unetjax.benchmarks import predict as predict_benchmark  # pylint: disable=g-import-not-at-top
   predict_benchmark.add_arguments(parser)
+  from unetjax.benchmarks import instances as instances_benchmark  # pylint: disable=g-import-not-at-top
+  instances_benchmark.add_arguments(parser)
   parser.add_argument("--worker", choices=("jax", "torch", "jax-layers",
                                            "torch-layers"),
                       help=argparse.SUPPRESS)
@@ -88,6 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     run = (layer_benchmark.run_jax if args.worker == "jax-layers"
            else layer_benchmark.run_torch)
     print(json.dumps(run(json.loads(args.spec), args.steps)))
+    return
+  if args.instances:
+    from unetjax.benchmarks import instances as instances_benchmark  # pylint: disable=g-import-not-at-top
+    result = instances_benchmark.main(args)
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
     return
   if args.startup:
     from unetjax.benchmarks import startup as startup_benchmark  # pylint: disable=g-import-not-at-top

@@ -46,6 +46,12 @@ class Segmenter:
     self.align = 2 ** model.depth
     # SAME padding: tiles overlap and are blended; VALID tiles abut.
     self.blend = all(size == out for size, out in self.outputs.items())
+    if tta and not getattr(task, "dihedral_invariant", True):
+      # Flipping the input permutes what some channels mean (star's rays):
+      # averaging them unpermuted would be silently wrong.
+      raise ConfigError(f"--tta: the outputs of task {type(task).__name__} "
+                        f"({getattr(task, 'target', '')}) change meaning "
+                        "under flips and turns; drop --tta")
     self.task = task
     self.in_channels = in_channels
     self.batch_size = batch_size
@@ -140,8 +146,14 @@ def _dihedral_inverse(y, turns, flip):
   return jnp.rot90(y, -turns, axes=(1, 2))
 
 
-def mask_and_probability(prediction: np.ndarray):
-  """(class-id mask, probability of its class or None) of a prediction."""
+def mask_and_probability(prediction: np.ndarray, task=None):
+  """(class-id mask, probability of its class or None) of a prediction.
+
+  A task whose prediction holds more than per-pixel probabilities (the
+  star target's distances) says which part they are
+  (`task.pixel_prediction`)."""
+  if hasattr(task, "pixel_prediction"):
+    prediction = task.pixel_prediction(prediction)
   if not np.issubdtype(prediction.dtype, np.floating):
     return prediction.astype(np.uint8), None
   if prediction.ndim == 2:  # foreground probability
@@ -334,7 +346,8 @@ def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
       if path not in outputs:
         outputs[path] = _Outputs(path, output, shapes[path][0], kinds)
       objects = None if to_instances is None else to_instances(prediction)
-      if outputs[path].add(page, mask_and_probability(prediction), objects):
+      pixels = mask_and_probability(prediction, segment.task)
+      if outputs[path].add(page, pixels, objects):
         written += outputs.pop(path).paths
   finally:
     progress.close()
