@@ -30,11 +30,10 @@ def get_config():
   config.model = dict(name="unet", depth=4, features=16, batchnorm=True)
   config.data = dict(name="dsb2018", train_examples=0, dir="", channels=3,
                      val_fraction=0.1, test_fraction=0.1, split_seed=0,
-                     overlaps="later", train_max_side=512, max_images=0)
+                     overlaps="later", train_max_side=512)
   config.task = dict(name="instances", target="three_class",
                      objects="components", class_weights=(1.0, 1.0, 3.0),
-                     min_size=8, watershed_min_distance=10, n_rays=32,
-                     star_distance_scale=1.0)
+                     min_size=8, watershed_min_distance=10)
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 2e-3
   config.schedule.name = "cosine"
