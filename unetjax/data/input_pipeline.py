@@ -66,10 +66,8 @@ def train_batches(split, *, batch_size: int, seed: int,
           else _stored_reader(tf, split, augment_config.crop_size))
 
   def epoch(e):
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), e]))
     return tf.data.Dataset.from_tensor_slices(
-        (e * n + tf.range(n, dtype=tf.int64), order))
+        (e * n + tf.range(n, dtype=tf.int64), epoch_order(tf, seed, e, n)))
 
   def load(k, index):
     example_seed = tf.stack([tf.constant(seed, tf.int64), k])
@@ -93,6 +91,13 @@ def train_batches(split, *, batch_size: int, seed: int,
         .batch(local, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE))
   return _numpy_iterator(tf, ds)
+
+
+def epoch_order(tf, seed: int, epoch, n: int):
+  """The example indices of training epoch `epoch`, in stream order."""
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(n, dtype=tf.int64),
+      seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]))
 
 
 def _memory_reader(tf, split: Split):
