@@ -54,7 +54,9 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
   out = out or os.path.join(workdir, "eval")
   if os.path.exists(out) and not os.path.isdir(out):
     raise ConfigError(f"--out={out}: is a file; expected a directory")
-  experiment, state, step = trained.restore_experiment(workdir, checkpoint)
+  # Only the scored split is read (the model comes from experiment.json).
+  experiment, state, step = trained.restore_for_split(workdir, checkpoint,
+                                                      split)
   data = experiment.dataset.split(split)
   steps = steps_lib.jit_steps(experiment)
   computed = evaluation.evaluate(experiment, steps, state, data)
