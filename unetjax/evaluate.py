@@ -97,7 +97,7 @@ def example_columns(experiment: experiment_lib.Experiment, steps: steps_lib.Step
     keep = local["mask"] > 0
     part = {k: parallel.to_host(v)[keep] for k, v in outputs.items()
             if k != "mask" and np.ndim(v) == 1}
-    if split.labels.ndim == 1:
+    if not split.spatial:  # one class per example
       part["true_class"] = local["label"][keep]
       part["predicted_class"] = parallel.to_host(predictions)[keep].argmax(-1)
     if hasattr(experiment.task, "object_scores"):
