@@ -169,3 +169,33 @@ def test_percentile_normalisation_maps_the_percentiles_to_0_and_1():
                              rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(normalize.apply(eight, None),
                                 eight / np.float32(255))
+
+
+def test_a_scaled_set_links_each_image_folder_n_times(tmp_path):
+  """scripts/make_scaled_dsb.py: N times the ids, links not copies."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from unetjax.benchmarks import scale  # pylint: disable=g-import-not-at-top
+  from unetjax.data import dsb2018  # pylint: disable=g-import-not-at-top
+  for name in ("a", "b"):
+    folder = tmp_path / "src" / "stage1_train" / name
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(
+        folder / "images" / f"{name}.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:4, 2:4] = 255
+    Image.fromarray(mask).save(folder / "masks" / "m.png")
+  assert scale.make_scaled(str(tmp_path / "src"), str(tmp_path / "x3"),
+                           3) == 6
+  found = dsb2018.find_examples(str(tmp_path / "x3"))
+  assert sorted(found) == ["a", "a_x1", "a_x2", "b", "b_x1", "b_x2"]
+  link = tmp_path / "x3" / "stage1_train" / "b_x2"
+  assert os.path.islink(link)
+  assert os.path.realpath(found["b_x2"][0]) == str(
+      tmp_path / "src" / "stage1_train" / "b" / "images" / "b.png")
+  # the copies share one stored example each: same cache key
+  assert (dsb2018._cache_key(*found["b_x2"], "error", 1)  # pylint: disable=protected-access
+          == dsb2018._cache_key(*found["b"], "error", 1))  # pylint: disable=protected-access

@@ -36,8 +36,9 @@ padded to the largest took 7.3 GiB. So each image and its combined
 instance map are written once as `image.npy` and `label.npy` (uint16) in
 a folder of their own under `$UNETJAX_CACHE_DIR`, else
 `$XDG_CACHE_HOME/unetjax` or `~/.cache/unetjax` (never in the data
-folder), keyed by the paths, sizes and modification times of the image
-and its masks, by `overlaps` and by `channels`: a changed, added or
+folder), keyed by the real paths (symbolic links resolved), sizes and
+modification times of the image and its masks, by `overlaps` and by
+`channels`: a changed, added or
 removed mask file reads and checks the masks again. Splits are then
 `stored.StoredSplit`s: each example is read from its memory-mapped files
 when the pipeline asks for it, a training crop only its rows. A task's
@@ -271,9 +272,9 @@ def cache_dir() -> str:
 
 def _cache_key(image_path: str, mask_paths: list[str], overlaps: str,
                channels: int | None = None) -> str:
-  def stat(path):
+  def stat(path):  # real paths: a set of symbolic links shares the cache
     info = os.stat(path)
-    return [os.path.abspath(path), info.st_size, info.st_mtime_ns]
+    return [os.path.realpath(path), info.st_size, info.st_mtime_ns]
   key = json.dumps([1 if channels is None else [2, channels], overlaps,
                     stat(image_path), [stat(path) for path in mask_paths]])
   return hashlib.sha256(key.encode()).hexdigest()[:32]
