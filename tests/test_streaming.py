@@ -18,6 +18,16 @@ def _examples():
   return images, labels, weights
 
 
+def stored_split(root: str) -> stored.StoredSplit:
+  """The five examples written under `root` (again if there) as a stored
+  split."""
+  return _stored(__import__("pathlib").Path(root))
+
+
+def augment_config(**overrides):
+  return _augment(**overrides)
+
+
 def _stored(tmp_path) -> stored.StoredSplit:
   images, labels, weights = _examples()
   folders, metas = [], []
@@ -93,21 +103,46 @@ def test_resuming_the_stream_at_step_s_gives_the_rest_bit_identical(
   _same(resumed, whole[4:])
 
 
-def test_each_process_reads_only_its_rows_of_every_batch(tmp_path,
-                                                         monkeypatch):
-  """Two processes' parts make the global batch, and a process reads only
-  the examples of its rows: each read is told apart by (example, crop
-  corner), the corner being drawn from the example's stream position."""
+def rows_of_processes(seed: int, n: int, sizes, crop: int, batch_size: int,
+                      process_count: int, epochs: int = 60):
+  """{process: {(example, crop row, crop column)}} over the first `epochs`
+  epochs of the training stream: which reads belong to whose rows. The
+  crop corner is drawn from the stream position, so it tells apart two
+  reads of one example."""
   from unetjax.data import augment  # pylint: disable=g-import-not-at-top
   from unetjax.runtime.imports import tensorflow  # pylint: disable=g-import-not-at-top
-  split = _stored(tmp_path)
+  tf = tensorflow()
+  order = np.concatenate([input_pipeline.epoch_order(tf, seed, e, n).numpy()
+                          for e in range(epochs)])
+  local = batch_size // process_count
+  rows = {p: set() for p in range(process_count)}
+  for k, index in enumerate(order):
+    corner = augment.crop_corner(tf, tf.constant([seed, k], tf.int64), crop,
+                                 sizes[index]).numpy()
+    rows[(k % batch_size) // local].add(
+        (int(index), int(corner[0]), int(corner[1])))
+  return rows
+
+
+def recording_reads(monkeypatch) -> list:
+  """StoredSplit.read patched to record (index, y0, x0) of every read."""
   reads = []
   original = stored.StoredSplit.read
 
   def counted(self, index, y0=0, x0=0, *args, **kwargs):
-    reads.append((index, y0, x0))
+    reads.append((int(index), int(y0), int(x0)))
     return original(self, index, y0, x0, *args, **kwargs)
   monkeypatch.setattr(stored.StoredSplit, "read", counted)
+  return reads
+
+
+def test_each_process_reads_only_its_rows_of_every_batch(tmp_path,
+                                                         monkeypatch):
+  """Two processes' parts make the global batch, and a process reads only
+  the examples of its rows (tests/test_parallel.py checks it again with
+  two real processes)."""
+  split = _stored(tmp_path)
+  reads = recording_reads(monkeypatch)
   kwargs = dict(batch_size=4, seed=2, start_step=0,
                 augment_config=_augment(elastic=False))
   whole = _take(input_pipeline.train_batches(split, **kwargs), 2)
@@ -122,14 +157,7 @@ def test_each_process_reads_only_its_rows_of_every_batch(tmp_path,
   one = _take(input_pipeline.train_batches(
       split, process_index=1, process_count=2, **kwargs), 1)
   assert one[0]["image"].shape[0] == 2
-  tf = tensorflow()
-  order = np.concatenate([input_pipeline.epoch_order(tf, 2, e, 5).numpy()
-                          for e in range(60)])
-  rows = {0: set(), 1: set()}
-  for k, index in enumerate(order):  # 75 batches: more than any prefetch
-    corner = augment.crop_corner(tf, tf.constant([2, k], tf.int64), 32,
-                                 SIZES[index]).numpy()
-    rows[(k % 4) // 2].add((int(index), int(corner[0]), int(corner[1])))
+  rows = rows_of_processes(2, len(split), SIZES, 32, 4, 2)
   seen = set(reads)
   assert seen and seen <= rows[1]
   assert not seen & (rows[0] - rows[1])
