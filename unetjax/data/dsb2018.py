@@ -209,7 +209,13 @@ def _stored_split(examples, channels: int, overlaps: str, max_side: int,
           "image": image, "label": combine_masks(
               mask_paths, image.shape[:2], image_path, overlaps)})
     return folder, meta
-  done = stored.parallel_map(one, examples)
+  keys = [_cache_key(image_path, mask_paths, overlaps, channels)
+          for image_path, mask_paths in examples]
+  first = {}  # linked copies of one image share its stored example
+  for key, example in zip(keys, examples):
+    first.setdefault(key, example)
+  made = dict(zip(first, stored.parallel_map(one, first.values())))
+  done = [made[key] for key in keys]
   folders_, windows, ids = [], [], []
   for (image_path, _), (folder, meta) in zip(examples, done):
     name = os.path.basename(os.path.dirname(os.path.dirname(image_path)))

@@ -21,6 +21,7 @@ image's files. Labels are served as int32, as in-memory splits hold them.
 import concurrent.futures
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -68,13 +69,13 @@ def read_meta(folder: str) -> dict | None:
 
 
 def _save(path: str, values: np.ndarray) -> None:
-  tmp = f"{path}.{os.getpid()}.tmp.npy"
+  tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp.npy"
   np.save(tmp, np.ascontiguousarray(values))
   os.replace(tmp, path)
 
 
 def _save_json(path: str, value) -> None:
-  tmp = f"{path}.{os.getpid()}.tmp"
+  tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(value, f)
   os.replace(tmp, path)
@@ -256,7 +257,11 @@ def transform(split: StoredSplit, fn, name: str, key: str) -> StoredSplit:
           **{k: v[0] for k, v in made.maps.items()}})
     return folder, meta
 
-  done = parallel_map(one, range(len(split)))
+  first = {}  # examples that share files (linked copies) are made once
+  for index in range(len(split)):
+    first.setdefault(split.example_key(index), index)
+  made = dict(zip(first, parallel_map(one, first.values())))
+  done = [made[split.example_key(i)] for i in range(len(split))]
   metas = [meta for _, meta in done]
   maps = {k: np.dtype(v) for k, v in metas[0]["dtypes"].items()
           if k != "label"}
