@@ -190,8 +190,8 @@ def eval_batches(split, *, batch_size: int, process_index: int = 0,
                                     process_count, by_size, align)
   stats = image_stats(split, normalization)
   if not isinstance(split, Split):
-    return _stored_eval_batches(split, indices, mask, crops, stats,
-                                len(mask) // len(crops) if len(crops) else 0)
+    return _stored_eval_batches(split, indices, mask, crops, normalization,
+                                stats)
   tf = tensorflow()
   local = _local_batch_size(batch_size, process_count)
   crops = np.repeat(crops, local, axis=0)
@@ -257,11 +257,12 @@ def _eval_plan(split, batch_size: int, process_index: int,
           crops.astype(np.int32))
 
 
-def _stored_eval_batches(split, indices, mask, crops, stats, local: int):
+def _stored_eval_batches(split, indices, mask, crops, normalization, stats):
   """Eval batches of a stored split, read on a thread one batch ahead of
   the one being computed: each example whole, zero-padded to its batch's
   size, with `valid` when sizes vary."""
   varied = not (split.sizes == split.sizes[0]).all()
+  local = len(indices) // len(crops)
 
   def batch(b):
     rows = range(b * local, (b + 1) * local)
@@ -279,8 +280,8 @@ def _stored_eval_batches(split, indices, mask, crops, stats, local: int):
       example = split.read(int(indices[i]))
       h, w = example["label"].shape
       out["image"][row, :h, :w] = normalize.apply(
-          example["image"], {"normalize": "percentile"} if stats is not None
-          else None, None if stats is None else stats[indices[i]])
+          example["image"], normalization,
+          None if stats is None else stats[indices[i]])
       for name in ("label", *split.map_dtypes):
         out[name][row, :h, :w] = example[name]
       if varied:
