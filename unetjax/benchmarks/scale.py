@@ -11,7 +11,8 @@ the stored-example cache is keyed by the files' real paths, so the copies
 share it too), and a fresh process builds the config's experiment on it,
 trains `--steps` steps through the real input pipeline after the first
 (compiled) one, and evaluates the first `--scale-eval` validation images
-(the same count for every N, so the evaluation costs the same). It
+of the original set (the same images for every N, so the evaluation
+costs the same whatever N). It
 reports peak RSS (VmHWM: the process's high-water mark, file-backed pages
 included) and training steps/s. With data streamed from disk the peak
 should not grow with N; held in memory it grew with the number of images
@@ -91,8 +92,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if step:  # the first compiles
       times.append(time.perf_counter() - step_start)
   rss_trained = vm_hwm_bytes()
-  val = experiment.dataset.split("val")
-  val = val.take(spec["eval_examples"])
+  val = _eval_split(config, experiment.task, spec)
   eval_start = time.perf_counter()
   evaluation.evaluate(experiment, steps_fns, state, val)
   return dict(
@@ -104,6 +104,19 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
       eval_s=time.perf_counter() - eval_start, eval_examples=len(val),
       peak_rss_after_build_bytes=rss_built,
       peak_rss_after_train_bytes=rss_trained, peak_rss_bytes=vm_hwm_bytes())
+
+
+def _eval_split(config, task, spec):
+  """The first validation examples of the original (N = 1) set: the same
+  images for every N (their stored files are shared), so the evaluation's
+  memory, which grows with the largest image evaluated, is held fixed."""
+  from unetjax import data as datasets  # pylint: disable=g-import-not-at-top
+  original = config.copy_and_resolve_references()
+  original.data.dir = spec["source"]
+  dataset = datasets.build(original)
+  if hasattr(task, "prepare"):
+    dataset = dataset.transformed(task.prepare)
+  return dataset.split("val").take(spec["eval_examples"])
 
 
 def main(args) -> None:
@@ -118,7 +131,8 @@ def main(args) -> None:
     out = os.path.join(args.scale_root, f"x{factor}")
     make_scaled(source, out, factor)
     assignments = [a for a in args.set if not a.startswith("data.dir=")]
-    spec = dict(config=config, dir=out, factor=factor, steps=args.steps,
+    spec = dict(config=config, dir=out, source=source, factor=factor,
+                steps=args.steps,
                 eval_examples=args.scale_eval, assignments=assignments)
     row = common.run_worker(["scale", "--spec", json.dumps(spec)])
     rows.append({"factor": factor, **row})
