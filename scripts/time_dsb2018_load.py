@@ -27,10 +27,16 @@ def main(argv=None) -> None:
   for name in ("train", "val", "test"):
     begin = time.time()
     split = data.split(name)
-    print(f"{name}: {len(split)} examples of {split.images.shape[1:]} "
-          f"{split.images.dtype}, images {split.images.nbytes / 2**20:.0f} "
-          f"MiB + labels {split.labels.nbytes / 2**20:.0f} MiB, "
-          f"{time.time() - begin:.1f} s")
+    if args.no_cache:  # held in memory, padded
+      print(f"{name}: {len(split)} examples of {split.images.shape[1:]} "
+            f"{split.images.dtype}, images "
+            f"{split.images.nbytes / 2**20:.0f} MiB + labels "
+            f"{split.labels.nbytes / 2**20:.0f} MiB, "
+            f"{time.time() - begin:.1f} s")
+    else:  # stored on disk, one file per image: nothing held
+      print(f"{name}: {len(split)} stored examples, sizes "
+            f"{split.sizes.min(axis=0).tolist()} to "
+            f"{split.sizes.max(axis=0).tolist()}, {time.time() - begin:.1f} s")
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f"channels={args.channels} cache={not args.no_cache}: "
         f"{time.time() - start:.1f} s in all, peak RSS {peak:.0f} MiB")

@@ -300,13 +300,18 @@ def test_real_images_give_one_instance_per_mask():
     assert len(masks) - 1 <= len(np.unique(instances)) - 1 <= len(masks)
 
 
+def _labels(split):
+  return [split.labels[i] for i in range(len(split))]
+
+
 def test_cache_keeps_instance_maps_and_notices_a_changed_mask(
     tmp_path, cache_in_tmp, monkeypatch):
   _dataset(str(tmp_path / "data"), 5)
   first = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
                         test_fraction=0.2)
-  labels = {s: first.split(s).labels for s in ("train", "val", "test")}
-  assert len(os.listdir(cache_in_tmp)) == 5
+  labels = {s: _labels(first.split(s)) for s in ("train", "val", "test")}
+  stored = cache_in_tmp / "examples"
+  assert len(os.listdir(stored)) == 5
   combine = dsb2018.combine_masks
 
   def refuse(*args):
@@ -315,7 +320,7 @@ def test_cache_keeps_instance_maps_and_notices_a_changed_mask(
   again = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
                         test_fraction=0.2)
   for name, expected in labels.items():
-    np.testing.assert_array_equal(again.split(name).labels, expected)
+    np.testing.assert_array_equal(_labels(again.split(name)), expected)
   monkeypatch.setattr(dsb2018, "combine_masks", combine)
   mask = tmp_path / "data" / "stage1_train" / "id03" / "masks" / "m0.png"
   Image.fromarray(np.full((12, 16), 7, np.uint8)).save(mask)
@@ -329,17 +334,48 @@ def test_cache_keeps_instance_maps_and_notices_a_changed_mask(
   fixed = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
                         test_fraction=0.2)
   for name, expected in labels.items():
-    np.testing.assert_array_equal(fixed.split(name).labels, expected)
-  entries = sorted(os.listdir(cache_in_tmp))
+    np.testing.assert_array_equal(_labels(fixed.split(name)), expected)
+  entries = sorted(os.listdir(stored))
   assert len(entries) == 6  # the entry of the changed mask is a new one
-  for entry in entries:  # a damaged entry is read from the masks again
-    (cache_in_tmp / entry).write_bytes(b"damaged")
+  for entry in entries:  # an unfinished entry is read from the masks again
+    (stored / entry / "meta.json").write_bytes(b"damaged")
   fresh = dsb2018.build(dir=str(tmp_path / "data"), val_fraction=0.2,
                         test_fraction=0.2)
   for name, expected in labels.items():
-    np.testing.assert_array_equal(fresh.split(name).labels, expected)
-  assert sum((cache_in_tmp / e).read_bytes() != b"damaged"
+    np.testing.assert_array_equal(_labels(fresh.split(name)), expected)
+  assert sum((stored / e / "meta.json").read_bytes() != b"damaged"
              for e in entries) == 5  # rewritten: the 5 current ones
+
+
+def test_stored_examples_are_their_own_size_narrow_and_tiled_as_windows(
+    tmp_path, cache_in_tmp):
+  """Per-example files: no padding, uint16 ids on disk, int32 served; a
+  large training image's pieces are windows of its one set of files."""
+  shape = (40, 70)
+  image, gray = _rgba_gray(shape)
+  crossing = _square(shape, 15, 25, 20, 30)
+  _write(str(tmp_path), "a", image, [crossing] + [
+      _square(shape, 0, 1, k, k + 1) for k in range(0, 60, 2)])
+  _write(str(tmp_path), "b", image[:20, :30], [_square((20, 30), 0, 2, 0, 2)])
+  examples = dsb2018.find_examples(str(tmp_path))
+  split = dsb2018.load_split([examples["a"], examples["b"]], 1, "error", 32,
+                             8, str(cache_in_tmp))
+  assert split.ids[:3] == ("a_y0_x0", "a_y0_x23", "a_y0_x47")
+  assert len(split) == 7 and split.ids[-1] == "b"
+  np.testing.assert_array_equal(split.sizes[:3], [[20, 23], [20, 24],
+                                                  [20, 23]])
+  assert split.images[6].shape == (20, 30, 1)  # not padded to 24x24
+  np.testing.assert_array_equal(split.images[4][..., 0], gray[20:40, 23:47])
+  region = split.read(4, 1, 2, 5, 6)  # rows 21..25, columns 25..30
+  np.testing.assert_array_equal(region["image"][..., 0], gray[21:26, 25:31])
+  assert region["label"].dtype == np.int32
+  assert np.count_nonzero(region["label"] == 1) == 20  # rows 21-24, 25-29
+  folders = sorted(os.listdir(cache_in_tmp / "examples"))
+  assert len(folders) == 2  # one per image, not per piece
+  ids = np.load(cache_in_tmp / "examples" / folders[0] / "label.npy")
+  assert ids.dtype in (np.uint8, np.uint16) and ids.shape in ((40, 70),
+                                                              (20, 30))
+  assert split.label_range == (0, 31)
 
 
 def test_no_cache_writes_nothing(tmp_path, cache_in_tmp):

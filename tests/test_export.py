@@ -284,7 +284,8 @@ def test_percentile_normalisation_is_the_packages_scale_range(
   workdir = tmp_path / "wd"
   shutil.copytree(trained_workdir, workdir)
   facts = json.loads((workdir / "experiment.json").read_text())
-  facts["normalize"] = {"mode": "percentile", "low": 2.0, "high": 99.5}
+  facts["input"] = {"normalize": "percentile", "percentiles": [2.0, 99.5],
+                    "channels": facts.get("input", {}).get("channels", 1)}
   (workdir / "experiment.json").write_text(json.dumps(facts))
   with pytest.raises(ConfigError, match=r"package's name \('pct'\).*--name"):
     exporter.export(str(workdir), str(tmp_path / "zoo"), fmt="bioimageio",

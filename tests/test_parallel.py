@@ -5,6 +5,7 @@ distributed runtime are fixed when JAX starts; the 1-device reference runs
 in the test process. Tiny model, few steps: what is compared is the loss and
 every parameter after the same steps on the same batches.
 """
+import json
 import os
 import socket
 import subprocess
@@ -79,11 +80,35 @@ def flat_params(state) -> dict[str, np.ndarray]:
 
 
 def write_run(out: str, checkpoint_dir: str) -> None:
-  """Subprocess entry: joins the run if launched so, writes process 0's."""
+  """Subprocess entry: joins the run if launched so, writes process 0's;
+  with STORED_SPLIT_DIR set, each process also records which stored
+  examples its pipeline read (`record_stored_reads`)."""
   parallel.initialize_distributed()
   results = run_steps(checkpoint_dir)
+  if os.environ.get("STORED_SPLIT_DIR"):
+    record_stored_reads(os.environ["STORED_SPLIT_DIR"],
+                        f"{out}.reads.{jax.process_index()}.json")
   if jax.process_index() == 0:
     np.savez(out, devices=jax.device_count(), **results)
+
+
+def record_stored_reads(folder: str, path: str) -> None:
+  """Two batches of a stored split through this process's pipeline; the
+  (example, crop corner) of every read it made, as JSON."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  import test_streaming  # pylint: disable=g-import-not-at-top
+  monkeypatch = pytest.MonkeyPatch()
+  reads = test_streaming.recording_reads(monkeypatch)
+  split = test_streaming.stored_split(folder)
+  batches = input_pipeline.train_batches(
+      split, batch_size=4, seed=2, start_step=0,
+      augment_config=test_streaming.augment_config(elastic=False),
+      process_index=jax.process_index(), process_count=jax.process_count())
+  shapes = [next(batches)["image"].shape for _ in range(2)]
+  with open(path, "w") as f:
+    json.dump({"reads": sorted(set(reads)), "shapes": shapes}, f)
+  monkeypatch.undo()
 
 
 def run_subprocesses(out: str, envs: list[dict[str, str]],
@@ -192,9 +217,25 @@ def test_two_processes_equal_one_and_their_checkpoint_restores(one_device,
            "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
           for i in range(2)]
   workdir = str(tmp_path / "workdir")
+  import test_streaming  # pylint: disable=g-import-not-at-top
+  stored_dir = tmp_path / "stored"
+  test_streaming.stored_split(str(stored_dir))
+  for env in envs:
+    env["STORED_SPLIT_DIR"] = str(stored_dir)
   got = run_subprocesses(str(tmp_path / "run.npz"), envs, workdir)
   assert got["devices"] == 2
   assert_same_run(got, one_device)
+
+  # Each process read only examples of its own rows of each global batch.
+  rows = test_streaming.rows_of_processes(2, len(test_streaming.SIZES),
+                                          test_streaming.SIZES, 32, 4, 2)
+  for process in (0, 1):
+    with open(f"{tmp_path / 'run.npz'}.reads.{process}.json") as f:
+      record = json.load(f)
+    assert record["shapes"] == [[2, 32, 32, 2]] * 2
+    seen = {tuple(read) for read in record["reads"]}
+    assert seen and seen <= rows[process]
+    assert not seen & (rows[1 - process] - rows[process])
 
   experiment = experiment_lib.build_experiment(tiny_config())
   mngr = checkpointing.manager(workdir, keep=1, best_metric="val/dice",

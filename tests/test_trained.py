@@ -34,7 +34,9 @@ def test_the_trainer_saves_what_the_model_was_built_from(workdir):
       "data_info": {"name": "cells", "num_classes": 2, "in_channels": 1,
                     "class_names": ["background", "cell"],
                     "instances": False},
-      "steps_per_epoch": 2, "num_steps": 6}
+      "steps_per_epoch": 2, "num_steps": 6,
+      "input": {"normalize": "scale", "percentiles": [1.0, 99.8],
+                "channels": 1}}
 
 
 def test_load_restores_the_same_state_without_reading_the_data(
@@ -59,6 +61,26 @@ def test_load_restores_the_same_state_without_reading_the_data(
     model.eval()
     outputs.append(np.asarray(model(image)))
   np.testing.assert_array_equal(*outputs)
+  assert run.input == {"normalize": "scale", "percentiles": [1.0, 99.8]}
+
+
+def test_the_recorded_input_handling_is_what_predict_uses(workdir):
+  """Predict normalises as experiment.json says, not as the config file
+  (or today's default) would; a bad record is named."""
+  path = os.path.join(workdir, "experiment.json")
+  with open(path) as f:
+    facts = json.load(f)
+  facts["input"] = {"normalize": "percentile", "percentiles": [2, 98],
+                    "channels": 1}
+  with open(path, "w") as f:
+    json.dump(facts, f)
+  run = trained.load(workdir, "latest")
+  assert run.input == {"normalize": "percentile", "percentiles": [2.0, 98.0]}
+  facts["input"] = {"normalize": "zscore", "percentiles": [2, 98]}
+  with open(path, "w") as f:
+    json.dump(facts, f)
+  with pytest.raises(WorkdirError, match="'input': data.normalize='zscore'"):
+    trained.load(workdir, "latest")
 
 
 def test_a_workdir_without_the_facts_is_rebuilt_from_its_data(

@@ -7,6 +7,8 @@
   unetjax-benchmark --startup            # start-up and exit of a training
   unetjax-benchmark --instances --minutes 30 --set data.dir=DSB \
       --peer-python PEERS/bin/python     # nuclei vs StarDist and Cellpose
+  unetjax-benchmark --scale --set data.dir=../shared/data/dsb2018
+                                         # peak RSS, steps/s: 1x, 10x data
 
 Every measurement runs in a fresh process (the figures include nothing
 another framework left behind), JAX and PyTorch alternating, `--repeats`
@@ -65,12 +67,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                            "of unetjax-train (unetjax/benchmarks/startup.py; "
                            "--config defaults to default there, --steps "
                            "are the run's steps)")
+  parser.add_argument("--scale", action="store_true",
+                      help="peak RSS and steps/s of --steps training steps "
+                           "on the DSB set of data.dir made N times larger "
+                           "(unetjax/benchmarks/scale.py; --config defaults "
+                           "to dsb2018 there)")
+  parser.add_argument("--scale-factors", default="1,10",
+                      help="--scale: the factors N, comma-separated")
+  parser.add_argument("--scale-root", default="/tmp/unetjax-scale",
+                      help="--scale: where the N-times sets are linked")
+  parser.add_argument("--scale-eval", type=int, default=60,
+                      help="--scale: validation images evaluated per run")
   from unetjax.benchmarks import predict as predict_benchmark  # pylint: disable=g-import-not-at-top
   predict_benchmark.add_arguments(parser)
   from unetjax.benchmarks import instances as instances_benchmark  # pylint: disable=g-import-not-at-top
   instances_benchmark.add_arguments(parser)
   parser.add_argument("--worker", choices=("jax", "torch", "jax-layers",
-                                           "torch-layers"),
+                                           "torch-layers", "scale"),
                       help=argparse.SUPPRESS)
   parser.add_argument("--spec", default="", help=argparse.SUPPRESS)
   return parser.parse_args(argv)
@@ -92,6 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     run = (layer_benchmark.run_jax if args.worker == "jax-layers"
            else layer_benchmark.run_torch)
     print(json.dumps(run(json.loads(args.spec), args.steps)))
+    return
+  if args.worker == "scale":
+    from unetjax.benchmarks import scale as scale_benchmark  # pylint: disable=g-import-not-at-top
+    print(json.dumps(scale_benchmark.run_worker(json.loads(args.spec))))
+    return
+  if args.scale:
+    from unetjax.benchmarks import scale as scale_benchmark  # pylint: disable=g-import-not-at-top
+    scale_benchmark.main(args)
     return
   if args.instances:
     from unetjax.benchmarks import instances as instances_benchmark  # pylint: disable=g-import-not-at-top

@@ -54,7 +54,9 @@ def evaluate_workdir(workdir: str, *, checkpoint: str = "best",
   out = out or os.path.join(workdir, "eval")
   if os.path.exists(out) and not os.path.isdir(out):
     raise ConfigError(f"--out={out}: is a file; expected a directory")
-  experiment, state, step = trained.restore_experiment(workdir, checkpoint)
+  # Only the scored split is read (the model comes from experiment.json).
+  experiment, state, step = trained.restore_for_split(workdir, checkpoint,
+                                                      split)
   data = _split(experiment, split)
   steps = steps_lib.jit_steps(experiment)
   computed = evaluation.evaluate(experiment, steps, state, data)
@@ -108,7 +110,7 @@ def example_columns(experiment: experiment_lib.Experiment, steps: steps_lib.Step
     keep = local["mask"] > 0
     part = {k: parallel.to_host(v)[keep] for k, v in outputs.items()
             if k != "mask" and np.ndim(v) == 1}
-    if split.labels.ndim == 1:
+    if not split.spatial:  # one class per example
       part["true_class"] = local["label"][keep]
       part["predicted_class"] = parallel.to_host(predictions)[keep].argmax(-1)
     if hasattr(experiment.task, "object_scores"):

@@ -51,6 +51,7 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   import jax  # pylint: disable=g-import-not-at-top
 
   from unetjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from unetjax.data import normalize  # pylint: disable=g-import-not-at-top
   from unetjax.training import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
   from unetjax.training import health as health_lib  # pylint: disable=g-import-not-at-top
   from unetjax.training import parallel  # pylint: disable=g-import-not-at-top
@@ -72,7 +73,8 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   def batches():
     return input_pipeline.train_batches(
         split, batch_size=config.batch_size, seed=config.seed, start_step=0,
-        augment_config=config.augment)
+        augment_config=config.augment,
+        normalization=normalize.setting(config))
 
   if input_mode == FIXED:
     stream = itertools.repeat(fixed_batch(split, config.batch_size,

@@ -1,15 +1,22 @@
-"""Dataset registry and the in-memory form every dataset loads into.
+"""Dataset registry and the forms a split comes in.
 
 A dataset builder takes the keyword arguments of `config.data` (less its
 name) and returns a `Dataset`: facts about the data (`DataInfo`) and its
-splits as arrays. The arrays go through one `tf.data` pipeline
-(`unetjax.data.input_pipeline`), so order, augmentation, sharding and exact
-resume work the same for every dataset. Add a dataset: one module here and
-one line below.
+splits, each an indexable source of examples. Small sets (MNIST, digits,
+the embedded ones) are a `Split` of arrays in memory; sets of images of
+their own sizes on disk (DSB 2018) are a `stored.StoredSplit`, one `.npy`
+per image, label and pixel map, read lazily through memory maps, a crop
+reading only its rows. Both offer `len`, `ids`, `sizes`, `shape`,
+`read(i, y0, x0, h, w)` and `select`, and go through one `tf.data`
+pipeline (`unetjax.data.input_pipeline`), so order, augmentation, sharding
+and exact resume work the same for every dataset. Add a dataset: one
+module here and one line below.
 """
 import dataclasses
 import functools
+import hashlib
 import inspect
+import json
 from typing import Callable
 
 import ml_collections
@@ -91,6 +98,52 @@ class Split:
   def __len__(self) -> int:
     return len(self.images)
 
+  # --- the example-source interface it shares with stored.StoredSplit ---
+
+  @property
+  def spatial(self) -> bool:
+    """Labels per pixel (segmentation), not one per example."""
+    return self.labels.ndim == 3
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    """(height, width) every example is stored at (padded when sizes
+    vary)."""
+    return tuple(int(v) for v in self.images.shape[1:3])
+
+  @property
+  def channels(self) -> int:
+    return self.images.shape[3]
+
+  @property
+  def image_dtype(self) -> np.dtype:
+    return self.images.dtype
+
+  @property
+  def label_dtype(self) -> np.dtype:
+    return self.labels.dtype
+
+  @property
+  def map_dtypes(self) -> dict[str, np.dtype]:
+    return {name: values.dtype for name, values in self.maps.items()}
+
+  def read(self, index: int, y0: int = 0, x0: int = 0,
+           height: int | None = None, width: int | None = None
+           ) -> dict[str, np.ndarray]:
+    """Example `index` at its true size (or that region of it), as
+    `StoredSplit.read` gives it."""
+    true = (self.sizes[index] if self.sizes is not None
+            else self.images.shape[1:3])
+    height = int(true[0]) - y0 if height is None else height
+    width = int(true[1]) - x0 if width is None else width
+    rows, cols = slice(y0, y0 + height), slice(x0, x0 + width)
+    out = {"image": self.images[index, rows, cols]}
+    out["label"] = (self.labels[index, rows, cols] if self.spatial
+                    else self.labels[index])
+    for name, values in self.maps.items():
+      out[name] = values[index, rows, cols]
+    return out
+
   def take(self, count: int) -> "Split":
     return self.select(np.arange(min(count, len(self))))
 
@@ -122,6 +175,9 @@ class Dataset:
       self._cache[name] = split
     return self._cache[name]
 
+  def split_names(self) -> list[str]:
+    return list(self.loaders)
+
   def has_split(self, name: str) -> bool:
     return name in self.loaders
 
@@ -134,21 +190,41 @@ class Dataset:
       split = self.loaders[name]()
       if self.checked:
         check_labels(split, self.info, name)
-      return transform(split, name)
+      if isinstance(split, Split):
+        return transform(split, name)
+      from unetjax.data import stored  # pylint: disable=g-import-not-at-top
+      return stored.transform(split, transform, name,
+                              transform_key(transform, name))
     return Dataset(self.info, {name: functools.partial(load, name)
                                for name in self.loaders}, checked=False)
 
 
-def check_labels(split: Split, info: DataInfo, split_name: str) -> None:
+def transform_key(transform, name: str) -> str:
+  """A name for what `transform(split, name)` makes, for the cache of a
+  stored split's transformed labels: the task's class and settings (a
+  bound method's object) and whether the split trains (tasks keep the
+  instance ids of evaluated splits only). Another setting, another key."""
+  owner = getattr(transform, "__self__", None)
+  what = [getattr(transform, "__qualname__", repr(transform)),
+          name == "train",
+          sorted((k, repr(v)) for k, v in vars(owner).items())
+          if owner is not None else None]
+  return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+
+
+def check_labels(split, info: DataInfo, split_name: str) -> None:
   """Fails loudly on class ids outside 0..num_classes-1, or on instance ids
-  that are negative or not integers."""
+  that are negative or not integers. A stored split's ranges were
+  recorded when its files were written."""
   if not len(split):
     raise DataError(f"dataset {info.name!r}: split {split_name!r} is empty")
-  if info.instances and not np.issubdtype(split.labels.dtype, np.integer):
+  if not np.issubdtype(split.label_dtype, np.integer) and (
+      info.instances or not isinstance(split, Split)):
     raise DataError(f"dataset {info.name!r}: split {split_name!r} has "
-                    f"{split.labels.dtype} labels; expected integer instance "
+                    f"{split.label_dtype} labels; expected integer instance "
                     "ids")
-  low, high = int(split.labels.min()), int(split.labels.max())
+  low, high = (split.label_range if not isinstance(split, Split)
+               else (int(split.labels.min()), int(split.labels.max())))
   if info.instances:
     if low < 0:
       raise DataError(f"dataset {info.name!r}: split {split_name!r} has "

@@ -5,9 +5,11 @@ seed and the example's position in the training stream), so augmentation
 is reproducible and survives resume. Geometric changes are applied to
 image and mask together; masks are never interpolated (nearest neighbour).
 
-Examples of a variable-size dataset arrive padded to a common size with
-their true size in `example['size']`; random crops are drawn inside that
-true size, so padding is never trained on.
+Examples of a variable-size dataset in memory arrive padded to a common
+size with their true size in `example['size']`; random crops are drawn
+inside that true size, so padding is never trained on. Examples stored on
+disk are read already cropped (`crop_corner` says where, from the same
+seed), so only the crop's rows are read; the other draws are the same.
 """
 import ml_collections
 
@@ -36,11 +38,13 @@ def validate(config: ml_collections.ConfigDict, height: int,
 
 
 def apply(example: dict, config: ml_collections.ConfigDict, seed,
-          maps: tuple[str, ...] = ()) -> dict:
+          maps: tuple[str, ...] = (), cropped: bool = False) -> dict:
   """Augments one {'image': [H, W, C] float, 'label': ...} example.
 
   `maps` name more [H, W] entries of the example (loss weights, instance
-  ids) that move exactly as a spatial label does.
+  ids) that move exactly as a spatial label does. `cropped`: the example
+  was read as the crop `crop_corner(seed, ...)` gives, so it is not cut
+  again.
   """
   from unetjax.runtime.imports import tensorflow  # pylint: disable=g-import-not-at-top
   tf = tensorflow()
@@ -50,7 +54,7 @@ def apply(example: dict, config: ml_collections.ConfigDict, seed,
   names = (("label",) if spatial_label else ()) + tuple(maps)
   planes = [example[name][..., None] for name in names]
   seeds = tf.random.experimental.stateless_split(seed, num=7)
-  if config.crop_size:
+  if config.crop_size and not cropped:
     size = example.get("size", tf.shape(image)[:2])
     image, planes = _random_crop(tf, seeds[0], config.crop_size, size,
                                  image, planes)
@@ -79,12 +83,24 @@ def apply(example: dict, config: ml_collections.ConfigDict, seed,
   return {**example, "image": image, **moved}
 
 
+def crop_corner(tf, seed, crop: int, size):
+  """(row, column) of the top-left corner of the random crop that `apply`
+  draws for an example of true `size` from `seed`: for reading just that
+  window from disk."""
+  seeds = tf.random.experimental.stateless_split(seed, num=7)
+  return _corner(tf, seeds[0], crop, size)
+
+
+def _corner(tf, seed, crop: int, size):
+  return tf.random.stateless_uniform(
+      [2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32) % (
+          tf.cast(size, tf.int32) - crop + 1)
+
+
 def _random_crop(tf, seed, crop: int, size, image, planes):
   """The same random crop x crop window of the image and each [H, W, 1]
   plane, inside `size`."""
-  corner = tf.random.stateless_uniform(
-      [2], seed, minval=0, maxval=tf.int32.max, dtype=tf.int32) % (
-          tf.cast(size, tf.int32) - crop + 1)
+  corner = _corner(tf, seed, crop, size)
 
   def cut(x):
     x = x[corner[0]:corner[0] + crop, corner[1]:corner[1] + crop]

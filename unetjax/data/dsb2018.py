@@ -17,11 +17,12 @@ Splits: the sorted image ids are shuffled by `split_seed`; the first
 gives the same split on every machine. `max_images` > 0 keeps only that
 many ids of the shuffled order (quick runs), before splitting.
 
-Memory: a split is stored padded to its largest image, so training images
-with a side above `train_max_side` are cut into a grid of nearly equal
-pieces of at most that side (a nucleus cut by the grid is an object in
-each piece it touches). Validation and test images stay whole: they are
-scored at their native size.
+Training images with a side above `train_max_side` are cut into a grid
+of nearly equal pieces of at most that side (a nucleus cut by the grid is
+an object in each piece it touches), so a large image is not drawn as
+often as a small one; the pieces are windows of the image's stored files.
+Validation and test images stay whole: they are scored at their native
+size.
 
 Checked up front, one line naming the file: no image folders, a folder
 without `images/` or `masks/`, `images/` without exactly one image, a mask
@@ -29,13 +30,21 @@ of another size than its image, a mask with values other than 0 and 255,
 an empty mask, and masks that overlap (`overlaps='error'`; 'later' gives
 the overlap to the later mask in file-name order).
 
-Cache: reading the full set's ~26,000 mask PNGs takes about a minute on 2
-cores, so with `cache=True` each combined instance map is kept as a
-compressed `.npz` under `$UNETJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/unetjax`
-or `~/.cache/unetjax` (never in the data folder), keyed by the paths, sizes
-and modification times of the image and its masks and by `overlaps`: a
-changed, added or removed mask file reads and checks the masks again. A
-cache that cannot be written is skipped.
+Storage (`cache=True`, the default): reading the full set's ~26,000 mask
+PNGs takes about a minute on 2 cores, and holding every image in memory
+padded to the largest took 7.3 GiB. So each image and its combined
+instance map are written once as `image.npy` and `label.npy` (uint16) in
+a folder of their own under `$UNETJAX_CACHE_DIR`, else
+`$XDG_CACHE_HOME/unetjax` or `~/.cache/unetjax` (never in the data
+folder), keyed by the real paths (symbolic links resolved), sizes and
+modification times of the image and its masks, by `overlaps` and by
+`channels`: a changed, added or
+removed mask file reads and checks the masks again. Splits are then
+`stored.StoredSplit`s: each example is read from its memory-mapped files
+when the pipeline asks for it, a training crop only its rows. A task's
+targets made from the instance maps are cached beside them (`prepared/`).
+`cache=False` reads everything into memory, padded, as before (a cache
+folder that cannot be written needs it).
 """
 import concurrent.futures
 import hashlib
@@ -45,7 +54,7 @@ import zipfile
 
 import numpy as np
 
-from unetjax.data import DataInfo, Dataset, Split, folders, image_io
+from unetjax.data import DataInfo, Dataset, folders, image_io, stored
 from unetjax.runtime.errors import ConfigError, DataError
 
 DOWNLOAD_HINT = ("expected the Kaggle 2018 Data Science Bowl layout "
@@ -168,9 +177,14 @@ def split_ids(ids: list[str], val_fraction: float, test_fraction: float,
 
 
 def load_split(examples, channels: int, overlaps: str, max_side: int,
-               pad_to_multiple: int, cache: str | None = None) -> Split:
-  """Reads, checks and stacks examples; max_side > 0 tiles big images;
-  `cache` is the folder of cached instance maps (None: no cache)."""
+               pad_to_multiple: int, cache: str | None = None):
+  """The examples as a `stored.StoredSplit` of files under `cache` (each
+  read, checked and written on first use), or, with `cache` None, read,
+  checked and stacked in memory (a `Split`); max_side > 0 tiles big
+  images."""
+  if cache is not None:
+    return _stored_split(examples, channels, overlaps, max_side,
+                         pad_to_multiple, cache)
   with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
     loaded = list(pool.map(
         lambda example: load_example(*example, channels, overlaps, cache),
@@ -184,6 +198,46 @@ def load_split(examples, channels: int, overlaps: str, max_side: int,
       whole = (y1 - y0, x1 - x0) == image.shape[:2]
       ids.append(name if whole else f"{name}_y{y0}_x{x0}")
   return folders.stack_examples(images, labels, tuple(ids), pad_to_multiple)
+
+
+def _stored_split(examples, channels: int, overlaps: str, max_side: int,
+                  pad_to_multiple: int, cache: str) -> stored.StoredSplit:
+  def one(example):
+    image_path, mask_paths = example
+    key = _cache_key(image_path, mask_paths, overlaps, channels)
+    folder = os.path.join(cache, "examples", key)
+    meta = stored.read_meta(folder)
+    if meta is None:
+      image = image_io.read_image(image_path, channels=channels)
+      image = (np.round(image * 255).astype(np.uint8) if _is_8bit(image)
+               else image)
+      meta = stored.write_example(folder, {
+          "image": image, "label": combine_masks(
+              mask_paths, image.shape[:2], image_path, overlaps)})
+    return folder, meta
+  keys = [_cache_key(image_path, mask_paths, overlaps, channels)
+          for image_path, mask_paths in examples]
+  first = {}  # linked copies of one image share its stored example
+  for key, example in zip(keys, examples):
+    first.setdefault(key, example)
+  made = dict(zip(first, stored.parallel_map(one, first.values())))
+  done = [made[key] for key in keys]
+  folders_, windows, ids = [], [], []
+  for (image_path, _), (folder, meta) in zip(examples, done):
+    name = os.path.basename(os.path.dirname(os.path.dirname(image_path)))
+    shape = tuple(meta["shape"][:2])
+    for (y0, y1), (x0, x1) in tile_grid(shape, max_side):
+      folders_.append(folder)
+      windows.append((y0, x0, y1 - y0, x1 - x0))
+      ids.append(name if (y1 - y0, x1 - x0) == shape
+                 else f"{name}_y{y0}_x{x0}")
+  image_dtypes = {meta["dtypes"]["image"] for _, meta in done}
+  ranges = np.array([meta["label_range"] for _, meta in done])
+  return stored.StoredSplit(
+      folders_, windows, ids, channels,
+      "uint8" if image_dtypes == {"uint8"} else "float32", {},
+      (int(ranges[:, 0].min()), int(ranges[:, 1].max())),
+      os.path.join(cache, "prepared"), pad_to_multiple)
 
 
 def tile_grid(shape: tuple[int, int], max_side: int):
@@ -207,7 +261,7 @@ def load_example(image_path: str, mask_paths: list[str], channels: int,
     return image, combine_masks(mask_paths, image.shape[:2], image_path,
                                 overlaps)
   path = os.path.join(cache, _cache_key(image_path, mask_paths, overlaps)
-                      + ".npz")
+                      + ".npz")  # scripts' per-image maps
   try:
     with np.load(path) as stored:
       instances = stored["instances"].astype(np.int32)
@@ -228,12 +282,13 @@ def cache_dir() -> str:
   return os.path.join(root, "dsb2018")
 
 
-def _cache_key(image_path: str, mask_paths: list[str], overlaps: str) -> str:
-  def stat(path):
+def _cache_key(image_path: str, mask_paths: list[str], overlaps: str,
+               channels: int | None = None) -> str:
+  def stat(path):  # real paths: a set of symbolic links shares the cache
     info = os.stat(path)
-    return [os.path.abspath(path), info.st_size, info.st_mtime_ns]
-  key = json.dumps([1, overlaps, stat(image_path),
-                    [stat(path) for path in mask_paths]])
+    return [os.path.realpath(path), info.st_size, info.st_mtime_ns]
+  key = json.dumps([1 if channels is None else [2, channels], overlaps,
+                    stat(image_path), [stat(path) for path in mask_paths]])
   return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from unetjax.data import image_io
+from unetjax.data import image_io, normalize
 from unetjax.formats import onnx_graph
 from unetjax.inference import trained
 from unetjax.models.unet import valid_input_sizes
@@ -72,39 +72,29 @@ def output_head(config) -> str:
 
 
 def normalization(workdir: str, config) -> dict:
-  """How training scaled images, from experiment.json (`normalize`) or the
-  config's `data.normalize`; images were divided by 255 before either
-  existed. Returns {'mode': 'scale'} or {'mode': 'percentile', 'low': p,
-  'high': q}; anything else is refused (a silent mismatch would give wrong
-  probabilities)."""
+  """How training made images the model's input: the `input` record of
+  experiment.json (`data/normalize.py` wrote it), or the config's
+  `data.normalize` for a workdir from before that record (images were
+  divided by 255 before either existed). Returns {'mode': 'scale'} or
+  {'mode': 'percentile', 'low': p, 'high': q}; a record that is not one of
+  these is refused (a silent mismatch would give wrong probabilities)."""
   facts_path = os.path.join(workdir, workdir_lib.FACTS_FILE)
   recorded = None
   if os.path.exists(facts_path):
     with open(facts_path, encoding="utf-8") as f:
-      recorded = json.load(f).get("normalize")
+      recorded = json.load(f).get("input")
   if recorded is None:
-    recorded = config.data.get("normalize", "scale") or "scale"
-  if isinstance(recorded, str):
-    recorded = {"mode": recorded}
-    for key in ("low", "high"):
-      for name in (key, f"{key}_percentile", f"percentile_{key}"):
-        if name in config.data:
-          recorded[key] = config.data[name]
-  if not isinstance(recorded, dict):
-    raise WorkdirError(f"{facts_path}: 'normalize' is {recorded!r}; expected "
-                       "'scale', 'percentile' or an object with 'mode'")
-  mode = recorded.get("mode", recorded.get("name"))
-  if mode == "scale":
+    recorded = {k: config.data[k] for k in ("normalize", "percentiles")
+                if k in config.data}
+  try:
+    chosen = normalize.check(recorded)
+  except (ConfigError, TypeError, ValueError) as e:
+    raise WorkdirError(f"{facts_path}: input normalisation {recorded!r:.200}"
+                       f": {e}") from None
+  if chosen["normalize"] == "scale":
     return {"mode": "scale"}
-  if mode == "percentile":
-    low, high = (float(recorded.get(k, d)) for k, d in (("low", 1.0),
-                                                         ("high", 99.8)))
-    if not 0 <= low < high <= 100:
-      raise WorkdirError(f"{facts_path}: percentiles {low}, {high}: expected "
-                         "0 <= low < high <= 100")
-    return {"mode": "percentile", "low": low, "high": high}
-  raise WorkdirError(f"{facts_path}: normalize mode {mode!r} is not one "
-                     "this exporter writes ('scale', 'percentile')")
+  low, high = chosen["percentiles"]
+  return {"mode": "percentile", "low": low, "high": high}
 
 
 def export(workdir: str, out: str, *, fmt: str = "bioimageio",

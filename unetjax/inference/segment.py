@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unetjax.data import image_io
+from unetjax.data import image_io, normalize
 from unetjax.inference import channels, tiling, trained
 from unetjax.models.unet import valid_input_sizes
 from unetjax.runtime import console
@@ -34,7 +34,8 @@ class Segmenter:
   """
 
   def __init__(self, model: nnx.Module, task, in_channels: int, *,
-               tile_size: int = 256, batch_size: int = 8, tta: bool = False):
+               tile_size: int = 256, batch_size: int = 8, tta: bool = False,
+               normalization: dict | None = None):
     if not hasattr(model, "output_size"):
       raise ConfigError(f"model {type(model).__name__} has no output_size(); "
                         "tiled prediction needs a U-Net")
@@ -55,6 +56,7 @@ class Segmenter:
     self.task = task
     self.in_channels = in_channels
     self.batch_size = batch_size
+    self.normalization = normalization  # as training had it (experiment.json)
     graphdef, state = nnx.split(model)
     self._state = state
     self._forward = jax.jit(functools.partial(
@@ -98,7 +100,7 @@ class Segmenter:
       np.ndarray]:
     """Stitched logits of each image [H, W, C], in order; tiles of
     consecutive images share batches (`tiling.infer_stream`)."""
-    images = (np.asarray(image, np.float32) for image in images)
+    images = (normalize.apply(image, self.normalization) for image in images)
     return tiling.infer_stream(images, self.predict_tiles, self._plans,
                                batch_size=self.batch_size, blend=self.blend)
 
@@ -308,7 +310,8 @@ def predict_files(workdir: str, pattern: str, output: str, *,
                       f"task.name={run.config.task.name!r}, which "
                       "finds no objects; train with task.name='instances'")
   segment = Segmenter(model, task, in_channels,
-                      tile_size=tile_size, batch_size=batch_size, tta=tta)
+                      tile_size=tile_size, batch_size=batch_size, tta=tta,
+                      normalization=run.input)
   if probabilities and not jnp.issubdtype(segment.prediction.dtype,
                                           jnp.floating):
     raise ConfigError(f"task {run.config.task.name!r} predicts class "

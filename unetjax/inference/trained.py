@@ -7,9 +7,12 @@ instance targets): most of a `unetjax-predict` on a few DSB 2018 images.
 The trainer saves in experiment.json what the model and optimizer were
 built from beyond the config (the dataset's `DataInfo`, the epoch length
 the schedule counts in); from it and config.json `load` rebuilds them as
-training did and restores a checkpoint into them. A workdir written before
-experiment.json existed is rebuilt the old way, data and all, as
-`restore_experiment` does for `unetjax-evaluate`, which needs the data.
+training did and restores a checkpoint into them. experiment.json also
+records how images became model input ('input': `data.normalize`, its
+percentiles, the channels), which predict applies as training did. A
+workdir written before experiment.json existed is rebuilt the old way,
+data and all, as `restore_experiment` does. `restore_for_split` gives
+`unetjax-evaluate` the experiment with only the split it scores read.
 """
 import contextlib
 import dataclasses
@@ -21,9 +24,10 @@ import ml_collections
 
 from unetjax import data as datasets
 from unetjax import tasks
+from unetjax.data import normalize
 from unetjax.runtime import checkpointing
 from unetjax.runtime import config as config_lib
-from unetjax.runtime.errors import WorkdirError
+from unetjax.runtime.errors import ConfigError, WorkdirError
 from unetjax.training import experiment as experiment_lib
 from unetjax.training import parallel, schedules
 from unetjax.training import workdir as workdir_lib
@@ -37,6 +41,10 @@ class Trained:
   graphdef: Any
   state: Any  # nnx.State of (model, optimizer), as restored
   step: int
+  input: dict = dataclasses.field(default_factory=lambda: normalize.check(
+      None))  # how images become model input (`normalize.setting`)
+  steps_per_epoch: int = 0
+  num_steps: int = 0
 
 
 def load(workdir: str, checkpoint: str) -> Trained:
@@ -46,10 +54,12 @@ def load(workdir: str, checkpoint: str) -> Trained:
   if not os.path.exists(path):
     experiment, state, step = restore_experiment(workdir, checkpoint)
     return Trained(experiment.config, experiment.dataset.info,
-                   experiment.task, experiment.graphdef, state, step)
+                   experiment.task, experiment.graphdef, state, step,
+                   normalize.setting(experiment.config))
   config = saved_config(workdir)
   config_lib.validate(config)
   info, steps_per_epoch, num_steps = read_facts(path)
+  chosen = read_input(path, config)
   with _checkpoints(workdir, config) as mngr:
     step = checkpointing.resolve_step(mngr, checkpoint)
     task = tasks.build(config, info)
@@ -57,7 +67,33 @@ def load(workdir: str, checkpoint: str) -> Trained:
     graphdef, state = experiment_lib.build_state(config, task, info, schedule)
     state = jax.device_put(state, parallel.replicated(parallel.make_mesh()))
     state, _ = checkpointing.restore(mngr, step, state)
-  return Trained(config, info, task, graphdef, state, step)
+  return Trained(config, info, task, graphdef, state, step, chosen,
+                 steps_per_epoch, num_steps)
+
+
+def restore_for_split(workdir: str, checkpoint: str, split: str
+                      ) -> tuple[experiment_lib.Experiment, Any, int]:
+  """Like `restore_experiment`, but only `split` of the data is read (and
+  made into the task's targets): the model comes from experiment.json and
+  the checkpoint, so scoring the test split never reads the training
+  images. Old workdirs without experiment.json are rebuilt whole."""
+  if not os.path.exists(os.path.join(workdir, workdir_lib.FACTS_FILE)):
+    return restore_experiment(workdir, checkpoint)
+  run = load(workdir, checkpoint)
+  dataset = datasets.build(run.config)
+  if dataset.info != run.info:
+    raise WorkdirError(
+        f"{workdir}: the data now gives {dataset.info}, but the run was "
+        f"trained on {run.info} ({workdir_lib.FACTS_FILE})")
+  if hasattr(run.task, "prepare"):
+    dataset = dataset.transformed(run.task.prepare)
+  dataset.split(split)  # the only split read; fails here if absent
+  schedule = schedules.build(run.config, run.steps_per_epoch, run.num_steps)
+  experiment = experiment_lib.Experiment(
+      run.config, dataset, run.task, run.graphdef, run.state,
+      parallel.make_mesh(), 0, "", run.steps_per_epoch, run.num_steps,
+      schedule)
+  return experiment, run.state, run.step
 
 
 def restore_experiment(workdir: str, checkpoint: str
@@ -114,6 +150,26 @@ def read_facts(path: str) -> tuple[datasets.DataInfo, int, int]:
   except TypeError as e:
     raise WorkdirError(f"{path}: 'data_info' is malformed: {e}") from e
   return parsed, *counts
+
+
+def read_input(path: str, config) -> dict:
+  """experiment.json's 'input' (how images became model input), checked;
+  a run recorded before it existed used its config's (then always
+  'scale')."""
+  facts = workdir_lib.read_json_object(
+      path, WorkdirError, "a run's facts",
+      "delete it to rebuild the model from the training data instead")
+  recorded = facts.get("input")
+  if recorded is None:
+    return normalize.setting(config)
+  try:
+    return normalize.check({k: recorded[k]
+                            for k in ("normalize", "percentiles")})
+  except (KeyError, TypeError, ValueError) as e:
+    raise WorkdirError(f"{path}: 'input' must hold 'normalize' and "
+                       f"'percentiles'; got {recorded!r:.200}") from e
+  except ConfigError as e:  # a value out of range
+    raise WorkdirError(f"{path}: 'input': {e}") from e
 
 
 def _positive(path: str, name: str, value) -> int:

@@ -193,7 +193,7 @@ def lookup(config: ml_collections.ConfigDict, dotted_key: str) -> Any:
 
 
 # Keys of a registry section that the trainer reads, not the registry entry.
-TRAINER_KEYS = ("name", "train_examples")
+TRAINER_KEYS = ("name", "train_examples", "normalize", "percentiles")
 
 
 def section_kwargs(section: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from unetjax import data as datasets
-from unetjax.data import input_pipeline
+from unetjax.data import input_pipeline, normalize
 from unetjax.runtime import console
 from unetjax.training import parallel
 
@@ -72,7 +72,8 @@ def eval_batches(experiment, split,
   return input_pipeline.eval_batches(
       split, batch_size=experiment.config.eval_batch_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      by_size=by_size and same)
+      by_size=by_size and same,
+      normalization=normalize.setting(experiment.config))
 
 
 def first_predictions(experiment, steps, state, split: datasets.Split,

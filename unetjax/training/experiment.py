@@ -10,7 +10,7 @@ from flax import nnx
 
 from unetjax import data as datasets
 from unetjax import models, tasks
-from unetjax.data import augment
+from unetjax.data import augment, normalize
 from unetjax.runtime import config as config_lib
 from unetjax.runtime import host_memory
 from unetjax.runtime.errors import ConfigError
@@ -49,7 +49,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     raise ConfigError(f"batch_size={config.batch_size} is larger than the "
                       f"training split ({len(train)} examples)")
   check_best_metric(config, task)
-  augment.validate(config.augment, *train.images.shape[1:3])
+  augment.validate(config.augment, *train.shape)
   preflight.check_data(config, train)
   steps_per_epoch = max(1, len(train) // config.batch_size)
   num_steps = config.num_steps or config.num_epochs * steps_per_epoch
@@ -114,7 +114,10 @@ def experiment_facts(experiment: Experiment) -> dict[str, Any]:
   without the data (`unetjax.inference.trained`)."""
   return {"data_info": dataclasses.asdict(experiment.dataset.info),
           "steps_per_epoch": experiment.steps_per_epoch,
-          "num_steps": experiment.num_steps}
+          "num_steps": experiment.num_steps,
+          # How images become model input, for predict and export.
+          "input": {**normalize.setting(experiment.config),
+                    "channels": experiment.dataset.info.in_channels}}
 
 
 def train_split(config, dataset) -> datasets.Split:
@@ -155,7 +158,7 @@ def check_best_metric(config, task) -> None:
 
 
 def _check_input_shape(model, config, split: datasets.Split) -> None:
-  height, width = split.images.shape[1:3]
+  height, width = split.shape
   if not hasattr(model, "check_input"):
     return
   crop = config.augment.crop_size

@@ -29,7 +29,7 @@ import jax
 import ml_collections
 from flax import serialization
 
-from unetjax.data import input_pipeline
+from unetjax.data import input_pipeline, normalize
 from unetjax.runtime import checkpointing, console, history, host_memory
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.errors import ConfigError, TrainingStopped
@@ -149,7 +149,8 @@ class _Loop:
           split, batch_size=config.batch_size, seed=config.seed,
           start_step=self.start_step, augment_config=config.augment,
           process_index=jax.process_index(),
-          process_count=jax.process_count())
+          process_count=jax.process_count(),
+          normalization=normalize.setting(config))
       from unetjax.training import writers  # pylint: disable=g-import-not-at-top
       report = writers.progress_report(experiment.num_steps, writer,
                                        config.log_every_steps)
