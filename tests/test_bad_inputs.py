@@ -1057,8 +1057,8 @@ def test_every_dataset_and_task_option_is_settable_on_every_config(path):
 def test_a_config_without_overrides_saves_no_added_option():
   """Options are added only when named: a resumed run's config.json is
   compared with the new one, so nothing else may change."""
-  from unetjax.training import options  # pylint: disable=g-import-not-at-top
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
+  from unetjax.training import options  # pylint: disable=g-import-not-at-top
   config = dsb2018.get_config()
   before = config.to_json()
   with config.unlocked():

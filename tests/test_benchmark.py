@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from unetjax.benchmarks import common, training
+from unetjax.benchmarks import common, torch_unet, training
 from unetjax.runtime import xla_flags
 from unetjax.runtime.errors import ConfigError
 
@@ -35,7 +35,7 @@ def test_torch_twin_has_the_reference_parameter_count():
   torch = pytest.importorskip("torch")
   spec = dict(depth=4, features=32, batchnorm=True, bn_momentum=0.9,
               in_channels=1, num_outputs=1)
-  model = training.torch_unet(torch, spec)  # pylint: disable=protected-access
+  model = torch_unet.torch_unet(torch, spec)  # pylint: disable=protected-access
   assert sum(p.numel() for p in model.parameters()) == 7_762_465
   assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
 

@@ -118,7 +118,8 @@ def _parser_without_predict_group(argv):
       config="reference", steps=1, repeats=1, batch_size=0, dtype="",
       set=[], input="pipeline", frameworks="jax", json="",
       layers="--layers" in argv, predict="--predict" in argv,
-      startup="--startup" in argv, worker=None, spec="")
+      startup="--startup" in argv, scale=False, instances=False,
+      worker=None, spec="")
 
 
 def test_failures_name_where_each_run_failed():

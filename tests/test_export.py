@@ -299,8 +299,8 @@ def test_percentile_normalisation_is_the_packages_scale_range(
   meta = json.loads((tmp_path / "zoo" / "unetjax.json").read_text())
   assert meta["normalize"] == {"mode": "percentile", "low": 2.0,
                                "high": 99.5}
-  facts["normalize"] = {"mode": "zscore"}
+  facts["input"] = {"normalize": "zscore", "percentiles": [1.0, 99.8]}
   (workdir / "experiment.json").write_text(json.dumps(facts))
-  with pytest.raises(WorkdirError, match="normalize mode 'zscore'"):
+  with pytest.raises(WorkdirError, match="data.normalize='zscore'"):
     exporter.export(str(workdir), str(tmp_path / "zoo2"), fmt="onnx")
   assert not (tmp_path / "zoo2").exists()

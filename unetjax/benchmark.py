@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-from unetjax.benchmarks import common, training
+from unetjax.benchmarks import common, torch_unet, training
 from unetjax.benchmarks import layers as layer_benchmark
 from unetjax.benchmarks.common import REFERENCE
 from unetjax.benchmarks.training import FIXED, PIPELINE
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
                              args.dtype, args.set, args.input)))
     return
   if args.worker == "torch":
-    print(json.dumps(training.run_torch(json.loads(args.spec), args.steps)))
+    print(json.dumps(torch_unet.run_torch(json.loads(args.spec), args.steps)))
     return
   if args.worker in ("jax-layers", "torch-layers"):
     run = (layer_benchmark.run_jax if args.worker == "jax-layers"

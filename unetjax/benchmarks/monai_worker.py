@@ -1,5 +1,5 @@
 """The MONAI side of `benchmark --predict`: the same U-Net in PyTorch
-(`training.torch_unet`) through MONAI's `sliding_window_inference`, and
+(`torch_unet.torch_unet`) through MONAI's `sliding_window_inference`, and
 the NNX weights in the torch twin's names and layouts.
 
 torch and monai are the `bench` extra, never package dependencies: this
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 # Both sides' settings: 256-pixel tiles, a quarter overlap, 8 a batch.
-from unetjax.benchmarks import common, training
+from unetjax.benchmarks import common, torch_unet
 
 # Both sides' settings: 256-pixel tiles, a quarter overlap, 8 a batch.
 TILE, OVERLAP, BATCH = 256, 0.25, 8
@@ -94,7 +94,7 @@ def monai_infer(torch, model, image: np.ndarray, *, tta: bool,
 
 def torch_model(torch, spec, weights=None):
   """The torch twin in eval mode, with `weights` (torch_state_dict) if given."""
-  model = training.torch_unet(torch, spec)  # pylint: disable=protected-access
+  model = torch_unet.torch_unet(torch, spec)  # pylint: disable=protected-access
   if weights is not None:
     model.load_state_dict({k: torch.from_numpy(np.array(v))
                            for k, v in weights.items()}, strict=False)

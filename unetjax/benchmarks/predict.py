@@ -9,7 +9,7 @@ freshly initialised: weights do not change the work) segments (a) a
 pixels overlapping by a quarter, 8 tiles a batch, Hann-blended, as
 `unetjax-predict` does (the JAX side runs `segment.segment_files`, the
 same streaming reader, tiler and writer, on a `Segmenter`). The other side
-is the same U-Net in PyTorch (`training.torch_unet`) run through MONAI's
+is the same U-Net in PyTorch (`torch_unet.torch_unet`) run through MONAI's
 `sliding_window_inference` with the same tile size, overlap, batch and
 window (`roi_weight_map`; `--blend gaussian` for MONAI's own), reading
 the TIFF with tifffile and the PNG with Pillow and writing the masks the

@@ -8,15 +8,14 @@ import statistics
 import time
 from typing import Any
 
+from unetjax.benchmarks import torch_unet
 from unetjax.benchmarks.common import (
   jax_matmul_peak,
   load_config,
   machine,
-  median_seconds,
   override,
   peak_rss_bytes,
   run_worker,
-  torch_matmul_peak,
   warm_median_seconds,
 )
 
@@ -50,96 +49,120 @@ def run_jax(config_name: str, steps: int, batch_size: int,
   """One fresh process's measurements of the package's own train step."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from unetjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  from unetjax.data import normalize  # pylint: disable=g-import-not-at-top
-  from unetjax.training import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
-  from unetjax.training import health as health_lib  # pylint: disable=g-import-not-at-top
   from unetjax.training import parallel  # pylint: disable=g-import-not-at-top
-  from unetjax.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
   rss_at_start = peak_rss_bytes()
   started = time.perf_counter()
-  config = load_config(config_name)
-  if batch_size:
-    config.batch_size = config.eval_batch_size = batch_size
-  if dtype:
-    config.dtype = dtype
-  override(config, list(assignments))
-  experiment = experiment_lib.build_experiment(config)
-  steps_fns = steps_lib.jit_steps(experiment)
-  sharding = parallel.data_sharding(experiment.mesh)
-  split = experiment_lib.train_split(config, experiment.dataset)
-
-  def batches():
-    return input_pipeline.train_batches(
-        split, batch_size=config.batch_size, seed=config.seed, start_step=0,
-        augment_config=config.augment,
-        normalization=normalize.setting(config))
-
-  if input_mode == FIXED:
-    stream = itertools.repeat(fixed_batch(split, config.batch_size,
-                                          config.augment.crop_size))
-  else:
-    stream = batches()
-  state = experiment.state
-  replicated = parallel.replicated(experiment.mesh)
-  metrics = jax.device_put(experiment.task.metrics_class.empty(), replicated)
-  health = jax.device_put(health_lib.initial_health(), replicated)
-  batch = parallel.global_batch(next(stream), sharding)
+  run = _JaxRun(config_name, batch_size, dtype, assignments, input_mode)
   build_s = time.perf_counter() - started
   compile_start = time.perf_counter()
-  compiled = steps_lib.compile_ahead(steps_fns.train, state, metrics,
-                                     health, batch)
+  compiled = run.compile()
   compile_s = time.perf_counter() - compile_start
-  state, metrics, health = jax.block_until_ready(steps_fns.train(
-      state, metrics, health, batch))
+  run.step()
   first_step_s = time.perf_counter() - started
-
-  step_times, waits = [], []
-  for _ in range(steps):
-    step_start = time.perf_counter()
-    if input_mode != FIXED:  # a fixed batch stays on the device
-      batch = parallel.global_batch(next(stream), sharding)
-    waits.append(time.perf_counter() - step_start)
-    state, metrics, health = jax.block_until_ready(steps_fns.train(
-        state, metrics, health, batch))
-    step_times.append(time.perf_counter() - step_start)
+  step_times, waits = run.timed_steps(steps)
   step_s = statistics.median(step_times)
   train_rss = peak_rss_bytes()
-
-  flops = compiled.cost_analysis()["flops"]
-  memory = compiled.memory_analysis()
   device_peak = _device_peak_bytes(jax.devices()[0])
-  peak = jax_matmul_peak(config.dtype)
-  image = batch["image"]
+  config, experiment, image = run.config, run.experiment, run.batch["image"]
   model_flops = analytic_train_flops(experiment, image)
   result = dict(
       framework="jax", config=config_name, device=str(jax.devices()[0]),
-      dtype=config.dtype,
-      xla_flags=os.environ.get("XLA_FLAGS", ""),
+      dtype=config.dtype, xla_flags=os.environ.get("XLA_FLAGS", ""),
       batch_size=config.batch_size, input_shape=list(image.shape[1:]),
-      num_params=experiment.num_params,
-      build_s=build_s, compile_s=compile_s,
+      num_params=experiment.num_params, build_s=build_s, compile_s=compile_s,
       time_to_first_step_s=first_step_s,
       step_s=step_s, images_per_s=config.batch_size / step_s,
       input_wait_fraction=sum(waits) / sum(step_times),
-      flops_per_step=flops, analytic_flops_per_step=model_flops,
-      gflops_per_s=model_flops / step_s / 1e9, matmul_peak_gflops=peak,
-      input=input_mode,
+      flops_per_step=compiled.cost_analysis()["flops"],
+      analytic_flops_per_step=model_flops,
+      gflops_per_s=model_flops / step_s / 1e9,
+      matmul_peak_gflops=jax_matmul_peak(config.dtype), input=input_mode,
       eval_images_per_s=_inference_throughput(
-          steps_fns.eval, state, batch, config.batch_size),
+          run.steps.eval, run.state, run.batch, config.batch_size),
       predict_images_per_s=_inference_throughput(
-          steps_fns.predict, state, batch, config.batch_size),
+          run.steps.predict, run.state, run.batch, config.batch_size),
       rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
       peak_rss_bytes=peak_rss_bytes(),
-      step_buffers_bytes=_buffer_bytes(memory),
-      torch_spec=_torch_spec(config, experiment, image.shape))
+      step_buffers_bytes=_buffer_bytes(compiled.memory_analysis()),
+      torch_spec=torch_unet.torch_spec(config, experiment, image.shape))
   if device_peak is not None:
     result["device_peak_bytes"] = device_peak
   if input_mode == PIPELINE:
-    result["input_images_per_s"] = input_throughput(batches(),
+    result["input_images_per_s"] = input_throughput(run.batches(),
                                                     config.batch_size)
   return result
+
+
+class _JaxRun:
+  """The experiment of a config as `unetjax-train` builds it, its jitted
+  steps, its input stream and the loop's state, stepped by hand."""
+
+  def __init__(self, config_name: str, batch_size: int, dtype: str,
+               assignments, input_mode: str):
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from unetjax.training import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+    from unetjax.training import health as health_lib  # pylint: disable=g-import-not-at-top
+    from unetjax.training import parallel  # pylint: disable=g-import-not-at-top
+    from unetjax.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
+    config = load_config(config_name)
+    if batch_size:
+      config.batch_size = config.eval_batch_size = batch_size
+    if dtype:
+      config.dtype = dtype
+    override(config, list(assignments))
+    self.config, self.input_mode = config, input_mode
+    self.experiment = experiment_lib.build_experiment(config)
+    self.steps = steps_lib.jit_steps(self.experiment)
+    self.sharding = parallel.data_sharding(self.experiment.mesh)
+    self.split = experiment_lib.train_split(config, self.experiment.dataset)
+    self.stream = (itertools.repeat(fixed_batch(
+        self.split, config.batch_size, config.augment.crop_size))
+                   if input_mode == FIXED else self.batches())
+    replicated = parallel.replicated(self.experiment.mesh)
+    self.state = self.experiment.state
+    self.metrics = jax.device_put(
+        self.experiment.task.metrics_class.empty(), replicated)
+    self.health = jax.device_put(health_lib.initial_health(), replicated)
+    self.batch = self.next_batch()
+
+  def batches(self):
+    from unetjax.data import (
+      input_pipeline,  # pylint: disable=g-import-not-at-top
+      normalize,  # pylint: disable=g-import-not-at-top
+    )
+    config = self.config
+    return input_pipeline.train_batches(
+        self.split, batch_size=config.batch_size, seed=config.seed,
+        start_step=0, augment_config=config.augment,
+        normalization=normalize.setting(config))
+
+  def next_batch(self):
+    from unetjax.training import parallel  # pylint: disable=g-import-not-at-top
+    return parallel.global_batch(next(self.stream), self.sharding)
+
+  def compile(self):
+    from unetjax.training import steps as steps_lib  # pylint: disable=g-import-not-at-top
+    return steps_lib.compile_ahead(self.steps.train, self.state, self.metrics,
+                                   self.health, self.batch)
+
+  def step(self) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
+    self.state, self.metrics, self.health = jax.block_until_ready(
+        self.steps.train(self.state, self.metrics, self.health, self.batch))
+
+  def timed_steps(self, steps: int) -> tuple[list[float], list[float]]:
+    """Each step's seconds and the part of it spent waiting for input."""
+    step_times, waits = [], []
+    for _ in range(steps):
+      start = time.perf_counter()
+      if self.input_mode != FIXED:  # a fixed batch stays on the device
+        self.batch = self.next_batch()
+      waits.append(time.perf_counter() - start)
+      self.step()
+      step_times.append(time.perf_counter() - start)
+    return step_times, waits
 
 
 def _inference_throughput(step, state, batch, batch_size: int) -> float:
@@ -207,138 +230,6 @@ def jaxpr_flops(jaxpr) -> float:
     for sub in core.jaxprs_in_params(eqn.params):
       total += jaxpr_flops(sub)
   return total
-
-
-def _torch_spec(config, experiment, shape) -> dict[str, Any] | None:
-  """What the torch twin needs, or None for a model it does not mirror."""
-  model = dict(config.model)
-  plain = (model.get("name") == "unet" and isinstance(model.get("features"),
-                                                      int)
-           and all(model.get(k, d) == d for k, d in _TORCH_DEFAULTS.items()))
-  if not plain:
-    return None
-  return dict(depth=model["depth"], features=model["features"],
-              batchnorm=model.get("batchnorm", False),
-              bn_momentum=model.get("bn_momentum", 0.9),
-              in_channels=experiment.dataset.info.in_channels,
-              num_outputs=experiment.task.num_outputs,
-              input_shape=[int(s) for s in shape],
-              learning_rate=config.optimizer.learning_rate,
-              dtype=config.dtype,
-              num_params=experiment.num_params)
-
-
-# UNet options the torch twin implements only at these values.
-_TORCH_DEFAULTS = dict(padding="SAME", kernel_size=3, convs_per_level=2,
-                       activation="relu", dropout=0.0, skip=True,
-                       upsampling="transpose", dilate=False)
-
-
-def run_torch(spec: dict[str, Any], steps: int) -> dict[str, Any]:
-  """The same U-Net, loss and optimizer in PyTorch, on random batches.
-
-  On a GPU if torch sees one; bfloat16 compute through autocast when the
-  JAX side computes in bfloat16.
-  """
-  import torch  # pylint: disable=g-import-not-at-top
-  rss_at_start = peak_rss_bytes()
-  started = time.perf_counter()
-  torch.manual_seed(0)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  if device == "cuda":
-    # As JAX on a GPU by default: TF32 in float32 matmuls and convolutions,
-    # and the fastest convolution algorithms picked by trial.
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True
-  autocast = torch.autocast(device, dtype=torch.bfloat16,
-                            enabled=spec["dtype"] == "bfloat16")
-  model = torch_unet(torch, spec).to(device)
-  num_params = sum(p.numel() for p in model.parameters())
-  optimizer = torch.optim.Adam(model.parameters(),
-                               lr=spec["learning_rate"])
-  loss_fn = torch.nn.BCEWithLogitsLoss()
-  n, h, w, c = spec["input_shape"]
-  images = torch.rand(n, c, h, w, device=device)
-  labels = (torch.rand(n, spec["num_outputs"], h, w, device=device)
-            > 0.5).float()
-
-  def step():
-    optimizer.zero_grad(set_to_none=True)
-    with autocast:
-      logits = model(images)
-    loss = loss_fn(logits.float(), labels)
-    loss.backward()
-    optimizer.step()
-    return loss.item()
-
-  model.train()
-  step()
-  first_step_s = time.perf_counter() - started
-  step_s = median_seconds(step, steps)
-  train_rss = peak_rss_bytes()
-  peak = torch_matmul_peak(device, spec["dtype"])
-  model.eval()
-  with torch.no_grad(), autocast:
-    predict_s = median_seconds(
-        lambda: torch.sigmoid(model(images)).sum().item(), 3)
-  return dict(framework="torch", torch_version=torch.__version__,
-              device=device,
-              torch_threads=torch.get_num_threads(), num_params=num_params,
-              time_to_first_step_s=first_step_s, step_s=step_s,
-              images_per_s=n / step_s, matmul_peak_gflops=peak,
-              predict_images_per_s=n / predict_s,
-              rss_at_start_bytes=rss_at_start, train_peak_rss_bytes=train_rss,
-              peak_rss_bytes=peak_rss_bytes())
-
-
-def torch_unet(torch, spec):
-  """The torch twin of unetjax's UNet with SAME padding, as in the spec."""
-  nn = torch.nn
-  widths = [spec["features"] * 2 ** level for level in range(spec["depth"] + 1)]
-
-  def block(cin, cout):
-    layers = []
-    for i in range(2):
-      layers.append(nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1,
-                              bias=not spec["batchnorm"]))
-      if spec["batchnorm"]:
-        layers.append(nn.BatchNorm2d(cout, eps=1e-5,
-                                     momentum=1 - spec["bn_momentum"]))
-      layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-  class UNet(nn.Module):
-    """Encoder, bottleneck, decoder with concatenated skips, 1x1 head."""
-
-    def __init__(self):
-      super().__init__()
-      cin = spec["in_channels"]
-      self.down = nn.ModuleList()
-      for width in widths[:-1]:
-        self.down.append(block(cin, width))
-        cin = width
-      self.bottleneck = block(cin, widths[-1])
-      self.up = nn.ModuleList()
-      self.decode = nn.ModuleList()
-      for level in reversed(range(spec["depth"])):
-        self.up.append(nn.ConvTranspose2d(widths[level + 1], widths[level],
-                                          2, stride=2))
-        self.decode.append(block(2 * widths[level], widths[level]))
-      self.head = nn.Conv2d(widths[0], spec["num_outputs"], 1)
-
-    def forward(self, x):
-      skips = []
-      for down in self.down:
-        x = down(x)
-        skips.append(x)
-        x = nn.functional.max_pool2d(x, 2)
-      x = self.bottleneck(x)
-      for up, decode, skip in zip(self.up, self.decode, reversed(skips)):
-        x = decode(torch.cat([skip, up(x)], dim=1))
-      return self.head(x)
-
-  return UNet()
 
 
 def benchmark(config_name: str, *, steps: int, repeats: int, batch_size: int,

@@ -44,17 +44,18 @@ def check_instances(split, dataset: str, split_name: str) -> None:
   split holds two ids, so it is looked for only then.
   """
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
-  labels = split.labels
-  if labels.ndim != 3 or not len(labels):
+  labels = split.labels  # an array, or a stored split's column read lazily
+  if not len(split) or np.ndim(labels[0]) != 2:
     return
   values = set()
-  for mask in labels:
+  for mask in (labels[i] for i in range(len(split))):
     found = np.unique(mask)
     found = found[found != 0]
     if len(found) > 1:
       return  # ids 1..n somewhere: instance masks
     values.update(found.tolist())
-  for index, mask in enumerate(labels):
+  for index in range(len(split)):
+    mask = labels[index]
     _, count = ndimage.label(mask > 0, structure=_EIGHT)
     if count > 1:
       shown = " and ".join(str(v) for v in sorted(values | {0}))

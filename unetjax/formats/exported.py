@@ -79,6 +79,9 @@ class OnnxSegmenter(segment.Segmenter):
       raise ConfigError(f"tile_size={tile_size} is below the smallest input "
                         f"this model accepts, {min(sizes)}")
     self.align = meta["align"]
+    # The export's own recorded normalisation is applied in `stream`
+    # (normalize_unit), so the base class's step only makes floats.
+    self.normalization = None
     self.blend = all(size == out for size, out in self.outputs.items())
     self.task = task
     self.in_channels = meta["data_info"]["in_channels"]

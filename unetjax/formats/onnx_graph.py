@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from unetjax.models import layers
-from unetjax.models.fcn import STRIDE, FCN32
+from unetjax.models.fcn import FCN32, STRIDE
 from unetjax.models.unet import UNet
 from unetjax.runtime.errors import ConfigError
 

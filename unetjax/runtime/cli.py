@@ -106,6 +106,7 @@ def check_override_paths(config, paths: list[str], flag=None) -> None:
   import difflib  # pylint: disable=g-import-not-at-top
 
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   from unetjax.runtime.errors import ConfigError  # pylint: disable=g-import-not-at-top
   flag = flag or (lambda path: f"--config.{path}")
   for path in paths:

@@ -62,7 +62,10 @@ def check_data(config: ml_collections.ConfigDict,
   pipeline needs one shape per batch)."""
   if train.sizes is None:
     return
-  smallest = np.asarray(train.sizes).min(axis=0)
+  sizes = np.asarray(train.sizes)
+  if (sizes == sizes[0]).all():
+    return  # a stored split of one size batches whole images
+  smallest = sizes.min(axis=0)
   crop = config.augment.crop_size
   if not 0 < crop <= smallest.min():
     raise ConfigError(
