@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 LINT = os.path.join(os.path.dirname(sys.executable), "lint-imports")
@@ -35,33 +37,21 @@ def _copy(tmp_path) -> str:
   return root
 
 
-def _append(path: str, line: str) -> None:
-  with open(path, "a") as f:
-    f.write("\n" + line + "\n")
-
-
-def test_an_upward_import_breaks_the_layers_and_is_named(tmp_path):
+@pytest.mark.parametrize("module, line, named", [
+    # a lower room importing a higher one: the layers contract
+    ("runtime/errors.py", "from unetjax.training import train",
+     "unetjax.runtime.errors -> unetjax.training.train"),
+    # data and models may not know each other: independent layers
+    ("models/unet.py", "from unetjax.data import image_io",
+     "unetjax.models.unet -> unetjax.data.image_io"),
+    # the peers stay in the benchmarks: the forbidden contract
+    ("inference/tiling.py", "import torch", "unetjax.inference.tiling -> torch"),
+])
+def test_a_broken_contract_fails_and_names_the_import(tmp_path, module, line,
+                                                      named):
   root = _copy(tmp_path)
-  _append(os.path.join(root, "unetjax", "runtime", "errors.py"),
-          "from unetjax.training import train  # upward on purpose")
+  with open(os.path.join(root, "unetjax", module), "a") as f:
+    f.write("\n" + line + "  # on purpose\n")
   done = _lint(root)
   assert done.returncode != 0
-  assert "unetjax.runtime.errors -> unetjax.training.train" in done.stdout
-
-
-def test_data_and_models_may_not_know_each_other(tmp_path):
-  root = _copy(tmp_path)
-  _append(os.path.join(root, "unetjax", "models", "unet.py"),
-          "from unetjax.data import image_io")
-  done = _lint(root)
-  assert done.returncode != 0
-  assert "unetjax.models.unet -> unetjax.data.image_io" in done.stdout
-
-
-def test_only_the_benchmarks_may_import_torch(tmp_path):
-  root = _copy(tmp_path)
-  _append(os.path.join(root, "unetjax", "inference", "tiling.py"),
-          "import torch")
-  done = _lint(root)
-  assert done.returncode != 0
-  assert "unetjax.inference.tiling -> torch" in done.stdout
+  assert named in done.stdout
