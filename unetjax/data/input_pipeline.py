@@ -57,7 +57,7 @@ def train_batches(split, *, batch_size: int, seed: int,
   training image, say) still yields full batches.
   """
   tf = tensorflow()
-  _check_crop(split, augment_config.crop_size)
+  check_crop(split, augment_config.crop_size)
   n = len(split)
   first = start_step * batch_size
   stats = image_stats(split, normalization)
@@ -336,8 +336,10 @@ def valid_pixels(sizes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   return (rows & cols).astype(np.uint8)
 
 
-def _check_crop(split, crop_size: int) -> None:
-  """Variable-size examples train on crops that fit the smallest one."""
+def check_crop(split, crop_size: int) -> None:
+  """Variable-size examples train on crops that fit the smallest one (the
+  pipeline needs one shape per batch). `training/preflight` calls it before
+  the first write; the pipeline again, for callers that skip the build."""
   if split.sizes is None or (
       not crop_size and (split.sizes == split.sizes[0]).all()):
     return

@@ -9,6 +9,8 @@ applies it here, to images read as `image_io.read_image` reads them
 """
 import numpy as np
 
+from unetjax.data import normalize
+
 EPSILON = 1e-6  # scale_range's default eps
 
 
@@ -23,8 +25,9 @@ def normalize_raw(raw: np.ndarray, spec: dict) -> np.ndarray:
 
 
 def normalize_unit(image: np.ndarray, spec: dict) -> np.ndarray:
-  """An image [H, W, C] as read (values in [0, 1]) as the model's input."""
-  image = np.asarray(image, np.float32)
-  if spec["mode"] == "scale":
-    return image
-  return normalize_raw(image.transpose(2, 0, 1), spec).transpose(1, 2, 0)
+  """An image [H, W, C] as read (values in [0, 1]) as the model's input,
+  the way training made it (`data/normalize.py`, the package's one place
+  for it), from the export's record."""
+  return normalize.apply(image, {
+      "normalize": spec["mode"],
+      "percentiles": [spec.get("low", 1.0), spec.get("high", 99.8)]})

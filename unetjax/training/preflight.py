@@ -14,10 +14,10 @@ loaders, still before the first write.
 import inspect
 
 import ml_collections
-import numpy as np
 
 from unetjax import data as datasets
 from unetjax import tasks
+from unetjax.data import input_pipeline
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.errors import ConfigError
 
@@ -58,17 +58,5 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_data(config: ml_collections.ConfigDict,
                train: datasets.Split) -> None:
   """What depends on the training split, before the first write: images
-  of varied sizes train on crops that fit the smallest (the input
-  pipeline needs one shape per batch)."""
-  if train.sizes is None:
-    return
-  sizes = np.asarray(train.sizes)
-  if (sizes == sizes[0]).all():
-    return  # a stored split of one size batches whole images
-  smallest = sizes.min(axis=0)
-  crop = config.augment.crop_size
-  if not 0 < crop <= smallest.min():
-    raise ConfigError(
-        f"augment.crop_size={crop}: the training images vary in size "
-        f"(smallest {smallest[0]}x{smallest[1]}), so training needs a crop "
-        f"size from 1 to {smallest.min()}")
+  of varied sizes train on crops that fit the smallest."""
+  input_pipeline.check_crop(train, config.augment.crop_size)
