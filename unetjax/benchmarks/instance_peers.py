@@ -32,9 +32,12 @@ The tools' documented defaults, and what is changed (and why):
   rescaling to the mean diameter, its own 1-99 percentile normalisation),
   gray input (`channels=[0, 0]`); predicting with `diameter=diam_labels`
   (the training set's mean diameter, as its custom-model docs do). Changed:
-  `n_epochs` is sized to the budget (one timed epoch first, at the
-  warm-up's learning rate 0) instead of 2000, so its learning-rate schedule
-  (warm-up, halvings near the end) fits; and a hard stop at the budget.
+  the epochs are sized to the budget instead of 2000 epochs of all
+  training images: a step is timed first (three one-batch epochs), then
+  about 250 epochs of `nimg_per_epoch = 8 * k` images fill 90% of what
+  is left, so its learning-rate schedule (10 epochs of warm-up from 0,
+  halvings over the last 50-100) keeps its shape; validation loss on 8
+  images (`nimg_test_per_epoch`); and a hard stop at the budget.
 """
 import json
 import os
@@ -148,33 +151,45 @@ def train_cellpose(data: str, out: str, seconds: float) -> dict:
   # Flows once, inside the budget; train_seg takes them precomputed.
   flows_train = dynamics.labels_to_flows(y_train, device=model.device)
   flows_val = dynamics.labels_to_flows(y_val, device=model.device)
-  steps = {"n": 0}
+  steps = {"n": 0, "times": []}
   loss_fn = train._loss_fn_seg  # pylint: disable=protected-access
 
   def counted(lbl, y, device):
     if torch.is_grad_enabled():  # a training step, not its test loss
-      if time.perf_counter() - started >= seconds:
+      now = time.perf_counter()
+      if now - started >= seconds:
         raise _Budget()
       steps["n"] += 1
+      steps["times"].append(now)
     return loss_fn(lbl, y, device)
 
   train._loss_fn_seg = counted  # pylint: disable=protected-access
   common = dict(train_data=x_train, train_labels=flows_train,
                 test_data=x_val, test_labels=flows_val, channels=[0, 0],
-                save_path=out, model_name="cellpose")
-  epochs, epoch_s, finished = 0, None, False
+                save_path=out, model_name="cellpose", nimg_test_per_epoch=8)
+  epochs, step_s, finished = 0, None, False
   try:
-    probe = time.perf_counter()
-    train.train_seg(model.net, n_epochs=1, **common)  # lr 0: warm-up's first
-    epoch_s = time.perf_counter() - probe
-    remaining = seconds - (time.perf_counter() - started)
-    epochs = max(1, int(remaining / max(epoch_s, 1e-3)))
-    train.train_seg(model.net, n_epochs=epochs, **common)
+    # Probe: three one-batch epochs (learning rate 0 and the warm-up's
+    # first steps), timed between the steps, not counting set-up.
+    train.train_seg(model.net, n_epochs=3, nimg_per_epoch=8, **common)
+    times = steps["times"]
+    step_s = (times[-1] - times[0]) / max(len(times) - 1, 1)
+    remaining = 0.9 * (seconds - (time.perf_counter() - started))
+    planned = max(1, int(remaining / max(step_s, 1e-3)))
+    # Cellpose's schedule counts epochs (10 of warm-up from 0, halvings
+    # over the last 50-100); an epoch of all 478 images is ~60 steps, more
+    # than a short budget holds. So an epoch is as many batches as make
+    # the plan about 250 epochs (one batch each below that), and the
+    # warm-up and halvings keep their share of the run.
+    per_epoch = max(1, planned // 250)
+    epochs = max(1, planned // per_epoch)
+    train.train_seg(model.net, n_epochs=epochs, nimg_per_epoch=8 * per_epoch,
+                    **common)
     finished = True
   except _Budget:
     model.net.save_model(os.path.join(out, "models", "cellpose"))
   return {"steps": steps["n"], "train_seconds": time.perf_counter() - started,
-          "epochs": epochs, "epoch_seconds": epoch_s,
+          "epochs": epochs, "step_seconds": step_s,
           "schedule_finished": finished, "batch_size": 8,
           "params": int(sum(p.numel() for p in model.net.parameters()))}
 
