@@ -2,6 +2,7 @@
 
   unetjax-export --workdir workdirs/default --out exports/nuclei \
       [--format bioimageio|onnx|stablehlo] [--checkpoint best] [--overwrite]
+  unetjax-export --model nuclei --out exports/nuclei   # the shipped model
 
 bioimageio (default): a BioImage Model Zoo 0.5 package (ONNX weights,
 axes, valid sizes, the training's normalisation, test tensors, cover,
@@ -31,18 +32,23 @@ def main(argv):
     cli.fail(f"unetjax-export needs {e.name}, of the export extra: pip "
              "install 'unetjax[export]'")
   with cli.user_errors():
+    if (FLAGS.workdir is None) == (FLAGS.model is None):
+      cli.fail("give one of --workdir (a training run) and --model (a "
+               "shipped model: nuclei)")
     written = exporter.export(
         FLAGS.workdir, FLAGS.out, fmt=FLAGS.format,
         checkpoint=FLAGS.checkpoint, overwrite=FLAGS.overwrite,
-        name=FLAGS.name, author=FLAGS.author, test_image=FLAGS.test_image)
+        name=FLAGS.name, author=FLAGS.author, test_image=FLAGS.test_image,
+        shipped=FLAGS.model)
   print(f"Wrote {FLAGS.format} export to {FLAGS.out}: "
         f"{', '.join(p.rsplit('/', 1)[-1] for p in written)}")
 
 
 def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-export`)."""
-  flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.",
-                      required=True)
+  flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.")
+  flags.DEFINE_string("model", None, "Instead of --workdir: a model shipped "
+                      "in the package (nuclei).")
   flags.DEFINE_string("out", None, "Folder to write the export to.",
                       required=True)
   flags.DEFINE_enum("format", "bioimageio", ["bioimageio", "onnx",

@@ -17,13 +17,15 @@ multi-page stack page by page. Every input is read and checked before
 anything is written.
 
 --model DIR_OR_ZIP instead of --workdir runs what `unetjax-export` wrote
-(an onnx or bioimageio export, or the bioimage.io zip) with onnxruntime.
+(an onnx or bioimageio export, or the bioimage.io zip) with onnxruntime;
+--model nuclei runs the nuclei model shipped in the package
+(`unetjax/inference/weights/nuclei/MODEL_CARD.md`), no training needed.
 """
 import sys
 
 from absl import flags
 
-from unetjax.inference import segment
+from unetjax.inference import pretrained, segment
 from unetjax.runtime import cli, console
 from unetjax.training import parallel
 
@@ -38,6 +40,17 @@ def main(argv):
     if (FLAGS.workdir is None) == (FLAGS.model is None):
       cli.fail("give one of --workdir (a training run) and --model (an "
                "unetjax-export folder or bioimage.io zip)")
+    if FLAGS.model is not None and pretrained.shipped(FLAGS.model):
+      parallel.initialize_distributed()  # XLA flags, compilation cache
+      written = segment.predict_files(
+          f"the shipped model {FLAGS.model!r}", FLAGS.input, FLAGS.output,
+          tile_size=FLAGS.tile_size, batch_size=FLAGS.batch_size,
+          tta=FLAGS.tta, probabilities=FLAGS.probabilities,
+          overlay=FLAGS.overlay, overwrite=FLAGS.overwrite,
+          instances=FLAGS.instances,
+          loader=lambda: pretrained.load(FLAGS.model))
+      print(f"Wrote {len(written)} files to {FLAGS.output}")
+      return
     if FLAGS.model is not None:
       try:
         from unetjax.formats import exported  # pylint: disable=g-import-not-at-top
@@ -66,7 +79,8 @@ def run(argv: list[str] | None = None):
   """Console-script entry point (`unetjax-predict`); flags defined here so
   the tools, which share flag names, can be imported together."""
   flags.DEFINE_string("workdir", None, "Workdir of a segmentation run.")
-  flags.DEFINE_string("model", None, "Instead of --workdir: a folder or "
+  flags.DEFINE_string("model", None, "Instead of --workdir: a shipped "
+                      f"model ({', '.join(pretrained.NAMES)}), or a folder or "
                       "bioimage.io zip written by unetjax-export (ONNX, run "
                       "by onnxruntime).")
   flags.DEFINE_string("input", None, "Image file, directory or glob.",

@@ -39,10 +39,22 @@ META_VERSION = 1
 _HEADS = {"binary_segmentation": "sigmoid", "segmentation": "softmax"}
 
 
-def check_request(workdir: str, out: str, fmt: str, overwrite: bool) -> None:
-  """One line for each bad request, before anything is read or written."""
+def check_request(workdir: str | None, out: str, fmt: str,
+                  overwrite: bool) -> None:
+  """One line for each bad request, before anything is read or written
+  (`workdir` None: a shipped model, which needs no checkpoint)."""
   if fmt not in FORMATS:
     raise ConfigError(f"--format={fmt!r}: expected one of {FORMATS}")
+  if workdir is not None:
+    _check_workdir(workdir)
+  if os.path.lexists(out) and not overwrite:
+    raise WorkdirError(f"--out={out} exists already; pass --overwrite to "
+                       "replace it, or choose another --out")
+  if os.path.lexists(out) and not os.path.isdir(out):
+    raise WorkdirError(f"--out={out} is a file; expected a folder")
+
+
+def _check_workdir(workdir: str) -> None:
   if not os.path.isdir(workdir):
     raise WorkdirError(f"--workdir={workdir}: no such directory")
   checkpoints = os.path.join(workdir, workdir_lib.CHECKPOINTS)
@@ -50,11 +62,6 @@ def check_request(workdir: str, out: str, fmt: str, overwrite: bool) -> None:
       name.isdigit() for name in os.listdir(checkpoints)):
     raise CheckpointError(f"--workdir={workdir} holds no checkpoint "
                           f"({checkpoints}); train it first")
-  if os.path.lexists(out) and not overwrite:
-    raise WorkdirError(f"--out={out} exists already; pass --overwrite to "
-                       "replace it, or choose another --out")
-  if os.path.lexists(out) and not os.path.isdir(out):
-    raise WorkdirError(f"--out={out} is a file; expected a folder")
 
 
 def output_head(config) -> str:
@@ -91,6 +98,11 @@ def normalization(workdir: str, config) -> dict:
   except (ConfigError, TypeError, ValueError) as e:
     raise WorkdirError(f"{facts_path}: input normalisation {recorded!r:.200}"
                        f": {e}") from None
+  return _mode(chosen)
+
+
+def _mode(chosen: dict) -> dict:
+  """A checked `normalize.setting` as the export describes it."""
   if chosen["normalize"] == "scale":
     return {"mode": "scale"}
   low, high = chosen["percentiles"]
@@ -100,15 +112,24 @@ def normalization(workdir: str, config) -> dict:
 def export(workdir: str, out: str, *, fmt: str = "bioimageio",
            checkpoint: str = "best", overwrite: bool = False,
            name: str | None = None, author: str = "unetjax",
-           test_image: str | None = None) -> list[str]:
-  """Writes the export of `workdir` to the folder `out`; returns its files."""
-  check_request(workdir, out, fmt, overwrite)
-  run = trained.load(workdir, checkpoint)
-  model, _ = nnx.merge(run.graphdef, run.state)
+           test_image: str | None = None,
+           shipped: str | None = None) -> list[str]:
+  """Writes the export of `workdir` (or of the shipped model `shipped`,
+  e.g. 'nuclei') to the folder `out`; returns its files."""
+  check_request(None if shipped else workdir, out, fmt, overwrite)
+  if shipped:
+    from unetjax.inference import pretrained  # pylint: disable=g-import-not-at-top
+    run = pretrained.load(shipped)
+    workdir = pretrained.folder(shipped)  # holds metrics.json and the cover
+    mode = _mode(run.input)
+  else:
+    run = trained.load(workdir, checkpoint)
+    mode = normalization(workdir, run.config)
+  model = run.model()
   model.eval()
   head = output_head(run.config)
   onnx_graph.check_exportable(model, head)
-  meta = _meta(workdir, run, model, head)
+  meta = _meta(workdir, run, model, head, mode)
   parent = os.path.dirname(os.path.abspath(out))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
@@ -136,7 +157,7 @@ def export(workdir: str, out: str, *, fmt: str = "bioimageio",
   return sorted(os.path.join(out, f) for f in os.listdir(out))
 
 
-def _meta(workdir: str, run, model, head: str) -> dict:
+def _meta(workdir: str, run, model, head: str, mode: dict) -> dict:
   if hasattr(model, "output_size"):  # a U-Net
     align, padding = 2 ** model.depth, model.padding
     sizes = {s: model.output_size(s)
@@ -156,7 +177,7 @@ def _meta(workdir: str, run, model, head: str) -> dict:
                     "instances": run.info.instances},
       "head": head,
       "num_outputs": int(run.task.num_outputs),
-      "normalize": normalization(workdir, run.config),
+      "normalize": mode,
       "align": align,  # height and width are multiples of it
       "padding": padding,
       # input size -> output size, for tiling (equal for SAME padding)

@@ -286,12 +286,14 @@ def predict_files(workdir: str, pattern: str, output: str, *,
                   checkpoint: str = "best", tile_size: int = 256,
                   batch_size: int = 8, tta: bool = False,
                   probabilities: bool = False, overlay: bool = False,
-                  overwrite: bool = False,
-                  instances: bool = False) -> list[str]:
+                  overwrite: bool = False, instances: bool = False,
+                  loader=None) -> list[str]:
   """Segments every input; returns the paths written.
 
   Nothing is written until every input was checked and every output path
-  found free (or `overwrite`); an input is never overwritten.
+  found free (or `overwrite`); an input is never overwritten. The model is
+  the run in `workdir` at `checkpoint`, or what `loader()` returns (a
+  shipped model: `workdir` then only names it in messages).
   """
   check_counts(tile_size, batch_size)
   paths = input_paths(pattern, output)
@@ -299,8 +301,8 @@ def predict_files(workdir: str, pattern: str, output: str, *,
            + ["instances"] * instances)
   check_outputs(paths, output, kinds, overwrite)
   shapes = {path: input_shape(path) for path in paths}
-  run = trained.load(workdir, checkpoint)
-  model, _ = nnx.merge(run.graphdef, run.state)
+  run = loader() if loader else trained.load(workdir, checkpoint)
+  model = run.model()
   in_channels = run.info.in_channels
   converted = channels.conversions(
       shapes, in_channels, run.config.data.get("channels") == 1, workdir)

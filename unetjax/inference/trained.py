@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from flax import nnx
 
 from unetjax import data as datasets
 from unetjax import tasks
@@ -45,6 +46,12 @@ class Trained:
       None))  # how images become model input (`normalize.setting`)
   steps_per_epoch: int = 0
   num_steps: int = 0
+
+  def model(self):
+    """The model, merged from its state (a run's holds the optimizer too;
+    a shipped model's only the model)."""
+    merged = nnx.merge(self.graphdef, self.state)
+    return merged[0] if isinstance(merged, tuple) else merged
 
 
 def load(workdir: str, checkpoint: str) -> Trained:
