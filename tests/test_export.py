@@ -304,3 +304,27 @@ def test_percentile_normalisation_is_the_packages_scale_range(
   with pytest.raises(WorkdirError, match="data.normalize='zscore'"):
     exporter.export(str(workdir), str(tmp_path / "zoo2"), fmt="onnx")
   assert not (tmp_path / "zoo2").exists()
+
+
+def test_a_shipped_model_exports_without_a_workdir(trained_workdir, tmp_path,
+                                                   monkeypatch):
+  """`unetjax-export --model NAME`: the shipped weights (float16, restored
+  as float32) as ONNX, computing what the shipped JAX model computes, with
+  the run's normalisation and held-out scores carried over."""
+  from unetjax.inference import pretrained  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(pretrained, "FOLDER", str(tmp_path / "weights"))
+  pretrained.save(trained_workdir, pretrained.folder("nuclei"))
+  out = tmp_path / "onnx"
+  exporter.export(None, str(out), fmt="onnx", shipped="nuclei")
+  meta = json.loads((out / "unetjax.json").read_text())
+  assert meta["normalize"] == {"mode": "scale"} and meta["head"] == "sigmoid"
+  model = pretrained.load("nuclei").model()
+  model.eval()
+  import onnx  # pylint: disable=g-import-not-at-top
+  proto = onnx.load(str(out / "model.onnx"))
+  images = np.random.default_rng(2).uniform(0, 1, (2, 24, 40, 1)).astype(
+      np.float32)
+  np.testing.assert_allclose(_onnx_outputs(proto, images),
+                             jax.nn.sigmoid(model(images)), atol=1e-4)
+  with pytest.raises(ConfigError, match="no such shipped model"):
+    exporter.export(None, str(tmp_path / "x"), fmt="onnx", shipped="cells")
