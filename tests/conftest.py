@@ -42,6 +42,20 @@ def tiny_cells_config(**overrides):
   return config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stored_examples_cache(tmp_path_factory):
+  """The loaders' stored examples (`stored.cache_dir`) in a folder of the
+  session's, never the user's cache; the CLI processes tests start
+  inherit it."""
+  before = os.environ.get("UNETJAX_CACHE_DIR")
+  os.environ["UNETJAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+  yield os.environ["UNETJAX_CACHE_DIR"]
+  if before is None:
+    os.environ.pop("UNETJAX_CACHE_DIR", None)
+  else:
+    os.environ["UNETJAX_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def tiny_config():
   return tiny_cells_config
