@@ -278,3 +278,27 @@ def test_glas_stores_only_the_split_it_is_asked_for(tmp_path, monkeypatch):
   test = glas.build(dir=str(tmp_path)).split("test")
   assert isinstance(test, stored.StoredSplit) and test.ids == ("testB_1",)
   assert len(_examples(tmp_path / "cache", "glas")) == 1
+
+
+def test_a_cache_folder_that_cannot_be_written_says_what_to_do(
+    tmp_path, monkeypatch):
+  root = _write_folders(str(tmp_path / "data"))
+  blocked = tmp_path / "blocked"
+  blocked.write_bytes(b"a file where the cache folder would be")
+  monkeypatch.setenv("UNETJAX_CACHE_DIR", str(blocked))
+  with pytest.raises(DataError, match=r"blocked/folders/examples/\w+: cannot "
+                     r"store an example there .*UNETJAX_CACHE_DIR.*"
+                     r"data.cache=False"):
+    folders.build(dir=root, instances=True, val_fraction=0.25)
+  assert folders.build(dir=root, instances=True, val_fraction=0.25,
+                       cache=False).info.in_channels == 3
+
+
+def test_a_broken_link_in_the_data_folder_is_named(tmp_path):
+  root = _write_folders(str(tmp_path / "data"))
+  os.symlink(str(tmp_path / "gone.png"), os.path.join(root, "images",
+                                                       "09.png"))
+  os.symlink(str(tmp_path / "gone.png"), os.path.join(root, "masks",
+                                                       "09.png"))
+  with pytest.raises(DataError, match=r"images/09.png: no such file"):
+    folders.build(dir=root, instances=True, val_fraction=0.25)

@@ -312,7 +312,7 @@ def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:
   same_size = (sizes == sizes[0]).all()
   height, width = sizes[0] if same_size else (
       -(-sizes.max(axis=0) // pad_to_multiple) * pad_to_multiple)
-  eight_bit = all(image.dtype == np.uint8 or _is_8bit(image)
+  eight_bit = all(stored.stored_image(image).dtype == np.uint8
                   for image in images)
   stacked = np.zeros((len(images), height, width, images[0].shape[-1]),
                      np.uint8 if eight_bit else np.float32)
@@ -326,8 +326,3 @@ def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:
     stacked_labels[i, :h, :w] = label
   return Split(stacked, stacked_labels, tuple(ids),
                None if same_size else sizes)
-
-
-def _is_8bit(image: np.ndarray) -> bool:
-  return np.array_equal(np.round(image * 255).astype(np.float32) / 255.0,
-                        image)

@@ -80,22 +80,23 @@ def _read_stacks(volume: str, label_path: str, to_classes):
 
 def _stored_stack(volume: str, label_path: str, to_classes):
   """The stacks' slices as stored examples: when any is missing, both
-  stacks are read and checked once and every slice written."""
+  stacks are read and checked once and every missing slice written."""
   root = stored.cache_dir("isbi2012")
   pages = image_io.stack_shape(volume)[0]
-  found = [os.path.join(root, "examples", stored.file_key(
-      [volume, label_path], _SETTING + [index])) for index in range(pages)]
-  metas = [stored.read_meta(folder) for folder in found]
-  if any(meta is None for meta in metas):
+  keys = [stored.file_key([volume, label_path], _SETTING + [index])
+          for index in range(pages)]
+  images = labels = None  # read only when some slice is not stored
+  if any(stored.read_meta(os.path.join(root, "examples", key)) is None
+         for key in keys):
     images, labels = _read_stacks(volume, label_path, to_classes)
     if len(images) != pages:
       raise DataError(f"{volume}: {len(images)} slices read where its "
                       f"header says {pages}")
-    metas = [stored.write_example(folder, {
-        "image": stored.stored_image(image), "label": label})
-             for folder, image, label in zip(found, images, labels)]
-  return stored.whole_split(list(zip(found, metas)), _slice_ids(pages),
-                            metas[0]["shape"][2], root)
+  done = stored.store(root, keys, list(range(pages)), lambda index: (
+      {"image": stored.stored_image(images[index]), "label": labels[index]},
+      None))
+  return stored.whole_split(done, _slice_ids(pages), done[0][1]["shape"][2],
+                            root)
 
 
 def _slice_ids(count: int) -> list[str]:

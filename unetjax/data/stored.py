@@ -66,7 +66,11 @@ def cache_dir(dataset: str) -> str:
 def file_stat(path: str) -> list:
   """[real path, size, modification time]: a set of symbolic links to the
   same files shares their stored examples; an edited file does not."""
-  info = os.stat(path)
+  try:
+    info = os.stat(path)
+  except OSError as e:  # a broken link, a file gone since it was listed
+    raise DataError(f"{path}: no such file" if isinstance(
+        e, FileNotFoundError) else f"{path}: {e.strerror or e}") from e
   return [os.path.realpath(path), info.st_size, info.st_mtime_ns]
 
 
@@ -88,7 +92,13 @@ def store(root: str, keys: list[str], sources: list, make) -> list:
     meta = read_meta(folder)
     if meta is None:
       arrays, extra = make(source)
-      meta = write_example(folder, arrays, extra)
+      try:
+        meta = write_example(folder, arrays, extra)
+      except OSError as e:
+        raise DataError(
+            f"{folder}: cannot store an example there ({e.strerror or e}); "
+            "set UNETJAX_CACHE_DIR to a writable folder, or data.cache="
+            "False to hold the data in memory") from e
     return folder, meta
   first = {}
   for key, source in zip(keys, sources):
