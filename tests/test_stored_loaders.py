@@ -302,3 +302,14 @@ def test_a_broken_link_in_the_data_folder_is_named(tmp_path):
                                                        "09.png"))
   with pytest.raises(DataError, match=r"images/09.png: no such file"):
     folders.build(dir=root, instances=True, val_fraction=0.25)
+
+
+def test_the_otsu_baseline_scores_a_stored_split_as_the_in_memory_one(
+    tmp_path):
+  from unetjax.tasks import baselines  # pylint: disable=g-import-not-at-top
+  root = _write_folders(str(tmp_path / "data"))
+  scores = [baselines.otsu_dice(folders.build(
+      dir=root, instances=True, val_fraction=0.25, cache=cache).split("train"))
+            for cache in (True, False)]
+  assert scores[0] == scores[1]
+  assert 0 < scores[0]["dice"] < 1
