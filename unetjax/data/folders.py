@@ -40,7 +40,8 @@ from typing import Callable
 
 import numpy as np
 
-from unetjax.data import DataInfo, Dataset, Split, image_io, label_checks, stored
+from unetjax.data import (DataInfo, Dataset, Split, image_io, label_checks,
+                          stored)
 from unetjax.runtime.errors import ConfigError, DataError
 
 MaskToClasses = Callable[[np.ndarray, str], np.ndarray]
