@@ -42,6 +42,20 @@ def tiny_cells_config(**overrides):
   return config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stored_examples_cache(tmp_path_factory):
+  """The loaders' stored examples (`stored.cache_dir`) in a folder of the
+  session's, never the user's cache; the CLI processes tests start
+  inherit it."""
+  before = os.environ.get("UNETJAX_CACHE_DIR")
+  os.environ["UNETJAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+  yield os.environ["UNETJAX_CACHE_DIR"]
+  if before is None:
+    os.environ.pop("UNETJAX_CACHE_DIR", None)
+  else:
+    os.environ["UNETJAX_CACHE_DIR"] = before
+
+
 @pytest.fixture
 def tiny_config():
   return tiny_cells_config
@@ -57,6 +71,34 @@ def trained_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("trained") / "wd")
   train.train_and_evaluate(tiny_cells_config(), workdir)
   return workdir
+
+
+def in_memory(split, stored_expected: bool | None = None):
+  """A loader's split as its `cache=False` form holds it: a stored split's
+  examples read and zero-padded to its `shape`, labels int32, `sizes`
+  None when all are alike; an in-memory split as it is. One test then
+  checks the contents of either. `stored_expected` True/False also checks
+  which form the loader gave."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from unetjax.data import Split, stored  # pylint: disable=g-import-not-at-top
+  is_stored = isinstance(split, stored.StoredSplit)
+  if stored_expected is not None:
+    assert is_stored == stored_expected, type(split)
+  if not is_stored:
+    return split
+  height, width = split.shape
+  images = np.zeros((len(split), height, width, split.channels),
+                    split.image_dtype)
+  labels = np.zeros((len(split), height, width), np.int32)
+  for index in range(len(split)):
+    example = split.read(index)
+    rows, cols = example["label"].shape
+    images[index, :rows, :cols] = example["image"]
+    labels[index, :rows, :cols] = example["label"]
+  sizes = split.sizes
+  return Split(images, labels, split.ids,
+               None if (sizes == sizes[0]).all() else sizes.copy())
 
 
 def same_conv(x, kernel, conv=None):

@@ -1130,9 +1130,13 @@ def test_one_object_per_image_is_an_instance_mask():
         "train")
 
 
-def test_evaluate_scores_an_instance_runs_training_split(tmp_path):
+@pytest.mark.parametrize("use_cache", [False, True],
+                         ids=["in_memory", "stored"])
+def test_evaluate_scores_an_instance_runs_training_split(tmp_path, use_cache):
   """`unetjax-evaluate --split train` on an instance run: its training
-  split is prepared as an evaluated one (it used to lack the ids)."""
+  split is prepared as an evaluated one (it used to lack the ids), held
+  in memory or stored (its evaluated targets cached apart from the
+  training ones)."""
   import pathlib  # pylint: disable=g-import-not-at-top
 
   from configs import dsb2018  # pylint: disable=g-import-not-at-top
@@ -1141,7 +1145,7 @@ def test_evaluate_scores_an_instance_runs_training_split(tmp_path):
   _write_kaggle_layout(pathlib.Path(tmp_path) / "data", count=6)
   config = dsb2018.get_config()
   config.data.update(dir=str(tmp_path / "data"), channels=1,
-                     val_fraction=0.2, test_fraction=0.2, cache=False)
+                     val_fraction=0.2, test_fraction=0.2, cache=use_cache)
   config.model.update(depth=2, features=4)
   config.augment.update(crop_size=0, rot90=False)
   config.update(batch_size=2, eval_batch_size=2, num_steps=2,

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 import tifffile
-from conftest import ISBI_DIR
+from conftest import ISBI_DIR, in_memory
 from PIL import Image
 
 from unetjax import data as datasets
@@ -26,15 +26,27 @@ def _stack(count=6, size=16, seed=0):
   return images, labels
 
 
+@pytest.fixture(params=[True, False], ids=["stored", "in_memory"])
+def use_cache(request):
+  """Each loader's two forms: stored on disk (the default) and in memory;
+  a test reads both through `_split` and expects the same contents."""
+  return request.param
+
+
+def _split(data, name, use_cache):  # pylint: disable=redefined-outer-name
+  return in_memory(data.split(name), stored_expected=use_cache)
+
+
 # --- ISBI-2012 ---------------------------------------------------------------
 
 
-def test_isbi_tiff_stacks_map_255_to_foreground_and_hold_out_a_fold(tmp_path):
+def test_isbi_tiff_stacks_map_255_to_foreground_and_hold_out_a_fold(
+    tmp_path, use_cache):
   images, labels = _stack()
   tifffile.imwrite(tmp_path / "train-volume.tif", images)
   tifffile.imwrite(tmp_path / "train-labels.tif", labels)
-  data = isbi2012.build(dir=str(tmp_path), fold=1, num_folds=3)
-  train, val = data.split("train"), data.split("val")
+  data = isbi2012.build(dir=str(tmp_path), fold=1, num_folds=3, cache=use_cache)
+  train, val = _split(data, "train", use_cache), _split(data, "val", use_cache)
   assert val.ids == ("slice_02", "slice_03")
   assert len(train) == 4 and not data.has_split("test")
   np.testing.assert_array_equal(val.images[..., 0], images[2:4])
@@ -42,15 +54,17 @@ def test_isbi_tiff_stacks_map_255_to_foreground_and_hold_out_a_fold(tmp_path):
   assert data.info.in_channels == 1 and data.info.num_classes == 2
 
 
-def test_isbi_png_slices_with_chosen_validation_slices(tmp_path):
+def test_isbi_png_slices_with_chosen_validation_slices(tmp_path, use_cache):
   images, labels = _stack(count=4)
   for i in range(4):
     _save(str(tmp_path / "train" / "images" / f"{i:02d}.png"), images[i])
     _save(str(tmp_path / "train" / "labels" / f"{i:02d}.png"), labels[i])
-  data = isbi2012.build(dir=str(tmp_path), val_slices=(3, 0))
+  data = isbi2012.build(dir=str(tmp_path), val_slices=(3, 0), cache=use_cache)
   assert data.split("val").ids == ("00", "03")
-  np.testing.assert_array_equal(data.split("train").labels,
+  np.testing.assert_array_equal(_split(data, "train", use_cache).labels,
                                 labels[1:3] // 255)
+  np.testing.assert_array_equal(_split(data, "train", use_cache).images[..., 0],
+                                images[1:3])
 
 
 @pytest.mark.parametrize("kwargs", [dict(val_slices=(7,)),
@@ -93,7 +107,7 @@ def test_isbi_stack_and_labels_of_different_length_fail(tmp_path):
 @pytest.mark.skipif(not os.path.isdir(ISBI_DIR), reason="no ISBI-2012 data")
 def test_real_isbi_data_loads_as_documented():
   data = isbi2012.build(dir=ISBI_DIR, fold=5, num_folds=6)
-  train, val = data.split("train"), data.split("val")
+  train, val = _split(data, "train", True), _split(data, "val", True)
   assert train.images.shape == (25, 512, 512, 1)
   assert val.ids == ("25", "26", "27", "28", "29")
   assert set(np.unique(train.labels)) == {0, 1}
@@ -120,9 +134,9 @@ def _glas(tmp_path, parts=(("train", 3), ("testA", 2), ("testB", 1))):
   return tmp_path
 
 
-def test_glas_binarises_instances_and_pads_varied_sizes(tmp_path):
-  data = glas.build(dir=str(_glas(tmp_path)))
-  train = data.split("train")
+def test_glas_binarises_instances_and_pads_varied_sizes(tmp_path, use_cache):
+  data = glas.build(dir=str(_glas(tmp_path)), cache=use_cache)
+  train = _split(data, "train", use_cache)
   assert train.ids == ("train_1", "train_2", "train_3")
   np.testing.assert_array_equal(train.sizes, [[48, 44], [56, 40], [64, 36]])
   assert train.images.shape == (3, 64, 64, 3)  # padded to multiples of 32
@@ -133,7 +147,7 @@ def test_glas_binarises_instances_and_pads_varied_sizes(tmp_path):
   assert train.labels[0, 48:].sum() == 0 and train.labels[0, :, 44:].sum() == 0
   assert data.split("val").ids == ("testA_1", "testA_2")
   assert data.split("test").ids == ("testB_1",)
-  first = train.take(1)  # data.train_examples=1 keeps the true size
+  first = data.split("train").take(1)  # train_examples=1 keeps the true size
   np.testing.assert_array_equal(first.sizes, [[48, 44]])
   swapped = glas.build(dir=str(tmp_path), val_split="testB")
   assert swapped.split("val").ids == ("testB_1",)
@@ -150,46 +164,50 @@ def test_glas_missing_annotation_and_missing_part_fail(tmp_path):
 
 
 def test_glas_keeps_instance_ids_when_asked_and_finds_upper_case_names(
-    tmp_path):
+    tmp_path, use_cache):
   _glas(tmp_path)
   os.rename(tmp_path / "train_2.bmp", tmp_path / "train_2.BMP")
   os.rename(tmp_path / "train_2_anno.bmp", tmp_path / "train_2_anno.BMP")
   os.rename(tmp_path / "testA_1_anno.bmp", tmp_path / "testA_1_anno.BMP")
-  data = glas.build(dir=str(tmp_path), instances=True)
+  data = glas.build(dir=str(tmp_path), instances=True, cache=use_cache)
   assert data.info.instances and data.info.num_classes == 2
-  train = data.split("train")
+  train = _split(data, "train", use_cache)
   assert train.ids == ("train_1", "train_2", "train_3")
   expected = np.zeros((56, 40), np.int32)
   expected[2:10, 3:9], expected[20:30, 5:20] = 1, 7
   np.testing.assert_array_equal(train.labels[1, :56, :40], expected)
   assert data.split("val").ids == ("testA_1", "testA_2")
-  binary = glas.build(dir=str(tmp_path))
+  binary = glas.build(dir=str(tmp_path), cache=use_cache)
   assert not binary.info.instances
-  np.testing.assert_array_equal(binary.split("train").labels[1, :56, :40],
+  np.testing.assert_array_equal(
+      _split(binary, "train", use_cache).labels[1, :56, :40],
                                 expected > 0)
 
 
 # --- generic folders ---------------------------------------------------------
 
 
-def test_folders_read_16bit_instance_ids_from_png_and_tiff(tmp_path):
+def test_folders_read_16bit_instance_ids_from_png_and_tiff(tmp_path, use_cache):
   ids = np.zeros((8, 8), np.uint16)
   ids[:4, :4], ids[4:, 4:], ids[0, 7] = 300, 1000, 65535
   _pair(tmp_path, "a", np.zeros((8, 8), np.uint8), ids)  # 16-bit PNG
   _save(str(tmp_path / "images" / "b.png"), np.zeros((8, 8), np.uint8))
   tifffile.imwrite(tmp_path / "masks" / "b.tif", ids[::-1])
-  data = folders.build(dir=str(tmp_path), instances=True, val_fraction=0.5)
+  data = folders.build(dir=str(tmp_path), instances=True, val_fraction=0.5,
+                       cache=use_cache)
   assert data.info.instances
   assert data.info.class_names == ("background", "object")
-  np.testing.assert_array_equal(data.split("train").labels[0], ids)
-  np.testing.assert_array_equal(data.split("val").labels[0], ids[::-1])
+  np.testing.assert_array_equal(_split(data, "train", use_cache).labels[0], ids)
+  np.testing.assert_array_equal(_split(data, "val", use_cache).labels[0],
+                                ids[::-1])
   with pytest.raises(ConfigError, match="data.num_classes=3 with "
                      "data.instances=True"):
     folders.build(dir=str(tmp_path), instances=True, num_classes=3)
   tifffile.imwrite(tmp_path / "masks" / "b.tif",
                    np.full((8, 8), -2, np.int32))
   with pytest.raises(DataError, match=r"b.tif: negative instance ids"):
-    folders.build(dir=str(tmp_path), instances=True, val_fraction=0.5)
+    folders.build(dir=str(tmp_path), instances=True, val_fraction=0.5,
+                  cache=use_cache)
 
 
 def _pair(root, stem, image, mask, image_ext="png", mask_ext="png",
@@ -204,7 +222,8 @@ def _palette_mask(mask):
   return image
 
 
-def test_folders_read_rgba_16bit_and_palette_files_correctly(tmp_path):
+def test_folders_read_rgba_16bit_and_palette_files_correctly(tmp_path,
+                                                          use_cache):
   mask = np.zeros((16, 16), np.uint8)
   mask[4:8] = 1
   rgba = np.zeros((16, 16, 4), np.uint8)
@@ -218,11 +237,13 @@ def test_folders_read_rgba_16bit_and_palette_files_correctly(tmp_path):
   palette.save(tmp_path / "images" / "c_palette.png")
   _save(str(tmp_path / "masks" / "c_palette.bmp"), mask)
   with pytest.raises(DataError, match="channel"):  # gray 16-bit among RGB
-    folders.build(dir=str(tmp_path), num_classes=3, val_fraction=0.3)
+    folders.build(dir=str(tmp_path), num_classes=3, val_fraction=0.3,
+                  cache=use_cache)
   rgb16 = np.full((16, 16, 3), 32768, np.uint16)
   tifffile.imwrite(str(tmp_path / "images" / "b_16bit.tif"), rgb16)
-  data = folders.build(dir=str(tmp_path), num_classes=3, val_fraction=0.3)
-  train, val = data.split("train"), data.split("val")
+  data = folders.build(dir=str(tmp_path), num_classes=3, val_fraction=0.3,
+                       cache=use_cache)
+  train, val = _split(data, "train", use_cache), _split(data, "val", use_cache)
   assert data.info.in_channels == 3 and train.images.dtype == np.float32
   np.testing.assert_allclose(train.images[0, 0, 0], [200 / 255, 0, 0])
   np.testing.assert_allclose(train.images[1, 0, 0], [32768 / 65535] * 3)
@@ -231,17 +252,18 @@ def test_folders_read_rgba_16bit_and_palette_files_correctly(tmp_path):
   assert train.sizes is None and val.ids == ("c_palette",)
 
 
-def test_folders_map_mask_values_to_classes(tmp_path):
+def test_folders_map_mask_values_to_classes(tmp_path, use_cache):
   mask = np.zeros((8, 8), np.uint8)
   mask[:, 4:] = 255
   for stem in "abc":
     _pair(tmp_path, stem, np.zeros((8, 8), np.uint8), mask)
   data = folders.build(dir=str(tmp_path), mask_values={"0": 0, "255": 1},
-                       val_fraction=0.34)
-  np.testing.assert_array_equal(data.split("val").labels[0], mask // 255)
+                       val_fraction=0.34, cache=use_cache)
+  np.testing.assert_array_equal(_split(data, "val", use_cache).labels[0],
+                                mask // 255)
   with pytest.raises(DataError, match=r"masks/a.png: mask values \[0, 255\] found; "
                      r"expected class ids 0..1"):
-    folders.build(dir=str(tmp_path), val_fraction=0.34)
+    folders.build(dir=str(tmp_path), val_fraction=0.34, cache=use_cache)
 
 
 def test_folders_with_train_val_test_subfolders(tmp_path):

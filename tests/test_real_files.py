@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 import tifffile
+from conftest import in_memory
 from PIL import Image
 
 from unetjax.data import folders, image_io
@@ -32,12 +33,23 @@ def _gray(size=8, seed=0):
       0, 256, (size, size), dtype=np.uint8)
 
 
+@pytest.fixture(params=[True, False], ids=["stored", "in_memory"])
+def use_cache(request):
+  """The folders loader's two forms: stored on disk (the default) and in
+  memory; each test expects the same contents from both."""
+  return request.param
+
+
+def _split(data, name, use_cache):  # pylint: disable=redefined-outer-name
+  return in_memory(data.split(name), stored_expected=use_cache)
+
+
 def _opaque(array):
   return np.dstack([array, np.full(array.shape[:2], 255, np.uint8)])
 
 
 def test_masks_with_an_opaque_alpha_channel_are_read_as_their_values(
-    tmp_path):
+    tmp_path, use_cache):
   mask = _binary()
   _save(str(tmp_path / "images" / "a.png"), _gray())
   _save(str(tmp_path / "masks" / "a.png"), _opaque(mask), "LA")
@@ -45,9 +57,11 @@ def test_masks_with_an_opaque_alpha_channel_are_read_as_their_values(
   _save(str(tmp_path / "masks" / "b.png"), _opaque(np.dstack([mask] * 3)),
         "RGBA")
   data = folders.build(dir=str(tmp_path), mask_values={0: 0, 255: 1},
-                       val_fraction=0.5)
-  np.testing.assert_array_equal(data.split("train").labels[0], mask // 255)
-  np.testing.assert_array_equal(data.split("val").labels[0], mask // 255)
+                       val_fraction=0.5, cache=use_cache)
+  np.testing.assert_array_equal(_split(data, "train", use_cache).labels[0],
+                                mask // 255)
+  np.testing.assert_array_equal(_split(data, "val", use_cache).labels[0],
+                                mask // 255)
 
 
 @pytest.mark.parametrize("mode", ["LA", "RGBA"])
@@ -62,16 +76,16 @@ def test_a_mask_with_a_transparent_alpha_channel_says_so(tmp_path, mode):
 
 
 def test_gray_gray_alpha_and_rgb_with_equal_channels_load_as_one_gray_set(
-    tmp_path):
+    tmp_path, use_cache):
   grays = [_gray(seed=i) for i in range(3)]
   _save(str(tmp_path / "images" / "a.png"), grays[0])  # L
   _save(str(tmp_path / "images" / "b.png"), _opaque(grays[1]), "LA")
   _save(str(tmp_path / "images" / "c.png"), np.dstack([grays[2]] * 3))
   for stem in "abc":
     _save(str(tmp_path / "masks" / f"{stem}.png"), _binary() // 255)
-  data = folders.build(dir=str(tmp_path), val_fraction=0.34)
+  data = folders.build(dir=str(tmp_path), val_fraction=0.34, cache=use_cache)
   assert data.info.in_channels == 1
-  train, val = data.split("train"), data.split("val")
+  train, val = _split(data, "train", use_cache), _split(data, "val", use_cache)
   assert train.images.dtype == np.uint8
   np.testing.assert_array_equal(train.images[..., 0], np.stack(grays[:2]))
   np.testing.assert_array_equal(val.images[0, ..., 0], grays[2])
@@ -88,36 +102,44 @@ def _colour_and_gray(tmp_path):
   return colour
 
 
-def test_colour_among_stored_gray_needs_data_channels_to_convert(tmp_path):
+def test_colour_among_stored_gray_needs_data_channels_to_convert(tmp_path,
+                                                                use_cache):
   colour = _colour_and_gray(tmp_path)
   with pytest.raises(DataError, match=r"images/b.png: a gray image where "
                      r".*images/a.png is in colour; set data.channels=3"):
-    folders.build(dir=str(tmp_path), val_fraction=0.34)
-  rgb = folders.build(dir=str(tmp_path), channels=3, val_fraction=0.34)
+    folders.build(dir=str(tmp_path), val_fraction=0.34, cache=use_cache)
+  rgb = folders.build(dir=str(tmp_path), channels=3, val_fraction=0.34,
+                      cache=use_cache)
   assert rgb.info.in_channels == 3
-  np.testing.assert_array_equal(rgb.split("train").images[0], colour)
-  np.testing.assert_array_equal(rgb.split("train").images[1],
+  np.testing.assert_array_equal(_split(rgb, "train", use_cache).images[0],
+                                colour)
+  np.testing.assert_array_equal(_split(rgb, "train", use_cache).images[1],
                                 np.dstack([_gray()] * 3))
-  gray = folders.build(dir=str(tmp_path), channels=1, val_fraction=0.34)
+  gray = folders.build(dir=str(tmp_path), channels=1, val_fraction=0.34,
+                       cache=use_cache)
   # 0.299 * 200 + 0.587 * 100 + 0.114 * 10 = 119.64 -> 120
-  assert (gray.split("train").images[0] == 120).all()
-  np.testing.assert_array_equal(gray.split("val").images[0, ..., 0],
-                                _gray(seed=2))
+  assert (_split(gray, "train", use_cache).images[0] == 120).all()
+  np.testing.assert_array_equal(
+      _split(gray, "val", use_cache).images[0, ..., 0], _gray(seed=2))
   with pytest.raises(ConfigError, match="data.channels=2"):
     folders.build(dir=str(tmp_path), channels=2)
 
 
-def test_colour_with_rgb_equal_channel_images_stays_rgb(tmp_path):
+def test_colour_with_rgb_equal_channel_images_stays_rgb(tmp_path, use_cache):
   colour = _colour_and_gray(tmp_path)
   os.remove(tmp_path / "images" / "b.png")
   os.remove(tmp_path / "masks" / "b.png")
-  data = folders.build(dir=str(tmp_path), val_fraction=0.5)
+  data = folders.build(dir=str(tmp_path), val_fraction=0.5, cache=use_cache)
   assert data.info.in_channels == 3
-  np.testing.assert_array_equal(data.split("train").images[0], colour)
+  np.testing.assert_array_equal(_split(data, "train", use_cache).images[0],
+                                colour)
+  # Stored, its R = G = B image is one channel on disk, served as RGB.
+  np.testing.assert_array_equal(_split(data, "val", use_cache).images[0],
+                                np.dstack([_gray(seed=2)] * 3))
 
 
 def test_antialiased_binary_masks_are_thresholded_and_the_error_says_how(
-    tmp_path):
+    tmp_path, use_cache):
   mask = np.zeros((8, 8), np.uint8)
   mask[:, 4:] = 255
   mask[:, 3], mask[0, 4], mask[1, 4], mask[2, 2] = 122, 188, 13, 34
@@ -126,13 +148,14 @@ def test_antialiased_binary_masks_are_thresholded_and_the_error_says_how(
     _save(str(tmp_path / "masks" / f"{stem}.png"), mask)
   with pytest.raises(DataError, match=r"a.png: mask values \[0, 13, 34, 122, "
                      r"188, 255\] found; .*data.mask_threshold"):
-    folders.build(dir=str(tmp_path), val_fraction=0.5)
+    folders.build(dir=str(tmp_path), val_fraction=0.5, cache=use_cache)
   data = folders.build(dir=str(tmp_path), mask_threshold=127,
-                       val_fraction=0.5)
+                       val_fraction=0.5, cache=use_cache)
   expected = np.zeros((8, 8), np.int32)
   expected[:, 4:] = 1
   expected[1, 4] = 0  # 13 is below the threshold, 188 above
-  np.testing.assert_array_equal(data.split("train").labels[0], expected)
+  np.testing.assert_array_equal(_split(data, "train", use_cache).labels[0],
+                                expected)
 
 
 @pytest.mark.parametrize("kwargs, message", [

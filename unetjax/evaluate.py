@@ -95,7 +95,8 @@ def _split(experiment: experiment_lib.Experiment,
     return experiment.dataset.split(name)
   experiment.dataset.split(name)  # an unknown split fails as usual
   raw = datasets.build(experiment.config)
-  return experiment.task.prepare(raw.split(name), "evaluated train")
+  return datasets.apply_transform(raw.split(name), experiment.task.prepare,
+                                  "evaluated train")
 
 
 def example_columns(experiment: experiment_lib.Experiment, steps: steps_lib.Steps,

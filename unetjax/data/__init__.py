@@ -190,13 +190,20 @@ class Dataset:
       split = self.loaders[name]()
       if self.checked:
         check_labels(split, self.info, name)
-      if isinstance(split, Split):
-        return transform(split, name)
-      from unetjax.data import stored  # pylint: disable=g-import-not-at-top
-      return stored.transform(split, transform, name,
-                              transform_key(transform, name))
+      return apply_transform(split, transform, name)
     return Dataset(self.info, {name: functools.partial(load, name)
                                for name in self.loaders}, checked=False)
+
+
+def apply_transform(split, transform: Callable[[Split, str], Split],
+                    name: str):
+  """`transform(split, name)`: on a Split in memory at once; on a stored
+  split example by example, the results cached (`stored.transform`)."""
+  if isinstance(split, Split):
+    return transform(split, name)
+  from unetjax.data import stored  # pylint: disable=g-import-not-at-top
+  return stored.transform(split, transform, name,
+                          transform_key(transform, name))
 
 
 def transform_key(transform, name: str) -> str:

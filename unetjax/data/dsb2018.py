@@ -50,7 +50,6 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -187,7 +186,7 @@ def load_split(examples, channels: int, overlaps: str, max_side: int,
                          pad_to_multiple, cache)
   with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
     loaded = list(pool.map(
-        lambda example: load_example(*example, channels, overlaps, cache),
+        lambda example: load_example(*example, channels, overlaps),
         examples))
   images, labels, ids = [], [], []
   for (image_path, _), (image, instances) in zip(examples, loaded):
@@ -202,26 +201,16 @@ def load_split(examples, channels: int, overlaps: str, max_side: int,
 
 def _stored_split(examples, channels: int, overlaps: str, max_side: int,
                   pad_to_multiple: int, cache: str) -> stored.StoredSplit:
-  def one(example):
+  def make(example):
     image_path, mask_paths = example
-    key = _cache_key(image_path, mask_paths, overlaps, channels)
-    folder = os.path.join(cache, "examples", key)
-    meta = stored.read_meta(folder)
-    if meta is None:
-      image = image_io.read_image(image_path, channels=channels)
-      image = (np.round(image * 255).astype(np.uint8) if _is_8bit(image)
-               else image)
-      meta = stored.write_example(folder, {
-          "image": image, "label": combine_masks(
-              mask_paths, image.shape[:2], image_path, overlaps)})
-    return folder, meta
-  keys = [_cache_key(image_path, mask_paths, overlaps, channels)
-          for image_path, mask_paths in examples]
-  first = {}  # linked copies of one image share its stored example
-  for key, example in zip(keys, examples):
-    first.setdefault(key, example)
-  made = dict(zip(first, stored.parallel_map(one, first.values())))
-  done = [made[key] for key in keys]
+    image = stored.stored_image(image_io.read_image(image_path,
+                                                    channels=channels))
+    return {"image": image, "label": combine_masks(
+        mask_paths, image.shape[:2], image_path, overlaps)}, None
+  done = stored.store(cache, [_cache_key(image_path, mask_paths, overlaps,
+                                         channels)
+                              for image_path, mask_paths in examples],
+                      examples, make)
   folders_, windows, ids = [], [], []
   for (image_path, _), (folder, meta) in zip(examples, done):
     name = os.path.basename(os.path.dirname(os.path.dirname(image_path)))
@@ -252,64 +241,26 @@ def tile_grid(shape: tuple[int, int], max_side: int):
 
 
 def load_example(image_path: str, mask_paths: list[str], channels: int,
-                 overlaps: str = "error",
-                 cache: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """(uint8 [H, W, channels] image, int32 [H, W] instance map)."""
-  image = image_io.read_image(image_path, channels=channels)
-  image = np.round(image * 255).astype(np.uint8) if _is_8bit(image) else image
-  if cache is None:
-    return image, combine_masks(mask_paths, image.shape[:2], image_path,
-                                overlaps)
-  path = os.path.join(cache, _cache_key(image_path, mask_paths, overlaps)
-                      + ".npz")  # scripts' per-image maps
-  try:
-    with np.load(path) as stored:
-      instances = stored["instances"].astype(np.int32)
-    if instances.shape == image.shape[:2]:
-      return image, instances
-  except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
-    pass  # absent or damaged: read the masks again
-  instances = combine_masks(mask_paths, image.shape[:2], image_path, overlaps)
-  _store(path, instances)
-  return image, instances
+                 overlaps: str = "error") -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 [H, W, channels] image, int32 [H, W] instance map), read and
+  checked from the files (the scripts' and benchmarks' reader; nothing
+  cached)."""
+  image = stored.stored_image(image_io.read_image(image_path,
+                                                  channels=channels))
+  return image, combine_masks(mask_paths, image.shape[:2], image_path,
+                              overlaps)
 
 
 def cache_dir() -> str:
-  """Where combined instance maps are cached (see the module docstring)."""
-  root = os.environ.get("UNETJAX_CACHE_DIR") or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-      "unetjax")
-  return os.path.join(root, "dsb2018")
+  """Where the stored examples live (see the module docstring)."""
+  return stored.cache_dir("dsb2018")
 
 
 def _cache_key(image_path: str, mask_paths: list[str], overlaps: str,
-               channels: int | None = None) -> str:
-  def stat(path):  # real paths: a set of symbolic links shares the cache
-    info = os.stat(path)
-    return [os.path.realpath(path), info.st_size, info.st_mtime_ns]
-  key = json.dumps([1 if channels is None else [2, channels], overlaps,
-                    stat(image_path), [stat(path) for path in mask_paths]])
+               channels: int) -> str:
+  key = json.dumps([[2, channels], overlaps, stored.file_stat(image_path),
+                    [stored.file_stat(path) for path in mask_paths]])
   return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-def _store(path: str, instances: np.ndarray) -> None:
-  """Writes a cache entry atomically; a cache that cannot be written is
-  skipped (it only saves time)."""
-  dtype = np.uint16 if instances.max() < 2 ** 16 else np.int32
-  tmp = f"{path}.{os.getpid()}.{id(instances)}.tmp.npz"
-  try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez_compressed(tmp, instances=instances.astype(dtype))
-    os.replace(tmp, path)
-  except OSError:
-    try:
-      os.remove(tmp)
-    except OSError:
-      pass
-
-
-def _is_8bit(image: np.ndarray) -> bool:
-  return np.array_equal(np.round(image * 255) / 255, image)
 
 
 def combine_masks(mask_paths: list[str], shape: tuple[int, int],

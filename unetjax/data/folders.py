@@ -18,15 +18,30 @@ their indices. With `instances=True` masks hold instance ids instead (0 =
 background, 1..n one object each; 16-bit PNG or TIFF for more than 255)
 and `DataInfo.instances` is set. Every mask is checked before training: an
 unexpected value, a size that differs from its image, a file without its
-partner or an empty folder raises a DataError naming the file. Images of
-different sizes are padded to a common size (see `Split.sizes`).
+partner or an empty folder raises a DataError naming the file.
+
+Storage (`cache=True`, the default): each pair is read and checked once
+and stored as one example (`stored.py`: `image.npy`, `label.npy` in the
+narrowest integer type, `meta.json`) under `stored.cache_dir('folders')`
+(`$UNETJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/unetjax` or
+`~/.cache/unetjax`; the data folder is never written), keyed by the real
+paths, sizes and modification times of the image and its mask, how masks
+are read (`num_classes`, `mask_values`, `mask_threshold`, `instances`,
+`label_components`) and `channels`: an edited, added or removed file is
+read and checked again, unchanged ones only have their meta.json read.
+Splits are then `stored.StoredSplit`s, each example at its own size, read
+when the input pipeline asks for it (a training crop only its rows), so
+memory does not grow with the number of images. `cache=False` reads every
+split into memory instead, padded to a common size (see `Split.sizes`):
+the same examples, the same batches.
 """
 import os
 from typing import Callable
 
 import numpy as np
 
-from unetjax.data import DataInfo, Dataset, Split, image_io, label_checks
+from unetjax.data import (DataInfo, Dataset, Split, image_io, label_checks,
+                          stored)
 from unetjax.runtime.errors import ConfigError, DataError
 
 MaskToClasses = Callable[[np.ndarray, str], np.ndarray]
@@ -36,8 +51,8 @@ def build(*, dir: str = "", num_classes: int = 2,  # pylint: disable=redefined-b
           class_names: tuple[str, ...] = (), mask_values=None,
           mask_threshold: float | None = None, instances: bool = False,
           channels: int = 0, val_fraction: float = 0.2,
-          pad_to_multiple: int = 32, label_components: bool = False
-          ) -> Dataset:
+          pad_to_multiple: int = 32, label_components: bool = False,
+          cache: bool = True) -> Dataset:
   if num_classes < 2:
     raise ConfigError(f"data.num_classes={num_classes}: expected >= 2")
   if class_names and len(class_names) != num_classes:
@@ -51,17 +66,23 @@ def build(*, dir: str = "", num_classes: int = 2,  # pylint: disable=redefined-b
     to_classes = lambda mask, path: label_checks.components(  # pylint: disable=unnecessary-lambda-assignment
         _instance_ids(mask, path))
   pairs = split_pairs(dir, val_fraction)
-  read = {name: read_pairs(found, to_classes)
-          for name, found in pairs.items()}
-  chosen = choose_channels(
-      [(pixels, path) for examples in read.values()
-       for pixels, _, path in examples], channels)
-  splits = {name: stack_pairs(examples, chosen, pad_to_multiple)
-            for name, examples in read.items()}
+  if cache:  # every split checked and stored now, as in memory below
+    setting = ["folders", num_classes, sorted(
+        (int(k), int(v)) for k, v in dict(mask_values or {}).items()),
+               mask_threshold, bool(instances), bool(label_components)]
+    splits, chosen = stored_splits(pairs, to_classes, setting, channels,
+                                   pad_to_multiple, "folders")
+  else:
+    read = {name: read_pairs(found, to_classes)
+            for name, found in pairs.items()}
+    chosen = choose_channels([source for examples in read.values()
+                              for source in _sources(examples)], channels)
+    splits = {name: stack_pairs(examples, chosen, pad_to_multiple)
+              for name, examples in read.items()}
   default_names = ("background", "object") if instances else tuple(
       f"class_{i}" for i in range(num_classes))
   info = DataInfo(name="folders", num_classes=num_classes,
-                  in_channels=next(iter(splits.values())).images.shape[-1],
+                  in_channels=chosen,
                   class_names=tuple(class_names) or default_names,
                   instances=instances)
   return Dataset(info, {name: (lambda s=split: s)
@@ -171,43 +192,98 @@ def _instance_ids(mask: np.ndarray, path: str) -> np.ndarray:
 
 
 def load_split(pairs, to_classes: MaskToClasses, pad_to_multiple: int = 32,
-               channels: int = 0) -> Split:
-  """Reads, checks and stacks (image, mask) pairs, padding varied sizes."""
+               channels: int = 0, stored_as: tuple[str, list] | None = None):
+  """Reads and checks (image, mask) pairs: stored as dataset
+  `stored_as[0]`'s examples with `stored_as[1]` (how `to_classes` reads
+  masks, JSON) in their key, a `stored.StoredSplit`; or, with `stored_as`
+  None, stacked in memory, varied sizes padded (a `Split`)."""
   check_layout_options(channels, pad_to_multiple)
+  if stored_as is not None:
+    dataset, setting = stored_as
+    splits, _ = stored_splits({"all": pairs}, to_classes, setting, channels,
+                              pad_to_multiple, dataset)
+    return splits["all"]
   examples = read_pairs(pairs, to_classes)
-  chosen = choose_channels([(pixels, path) for pixels, _, path in examples],
-                           channels)
+  chosen = choose_channels(_sources(examples), channels)
   return stack_pairs(examples, chosen, pad_to_multiple)
+
+
+def read_pair(image_path: str, mask_path: str, to_classes: MaskToClasses
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """(stored image pixels, labels) of one pair, checked."""
+  pixels = image_io.read_pixels(image_path)
+  mask = image_io.read_mask(mask_path)
+  if mask.shape != pixels.shape[:2]:
+    raise DataError(f"{mask_path}: mask of size {mask.shape[0]}x"
+                    f"{mask.shape[1]} for an image of size "
+                    f"{pixels.shape[0]}x{pixels.shape[1]} ({image_path})")
+  return pixels, to_classes(mask, mask_path)
 
 
 def read_pairs(pairs, to_classes: MaskToClasses) -> list:
   """[(stored image pixels, labels, image path)], each pair checked."""
-  examples = []
-  for image_path, mask_path in pairs:
-    pixels = image_io.read_pixels(image_path)
-    mask = image_io.read_mask(mask_path)
-    if mask.shape != pixels.shape[:2]:
-      raise DataError(f"{mask_path}: mask of size {mask.shape[0]}x"
-                      f"{mask.shape[1]} for an image of size "
-                      f"{pixels.shape[0]}x{pixels.shape[1]} ({image_path})")
-    examples.append((pixels, to_classes(mask, mask_path), image_path))
-  return examples
+  return [(*read_pair(image_path, mask_path, to_classes), image_path)
+          for image_path, mask_path in pairs]
 
 
-def choose_channels(images: list[tuple[np.ndarray, str]],
+def stored_splits(pairs: dict[str, list], to_classes: MaskToClasses,
+                  setting: list, channels: int, pad_to_multiple: int,
+                  dataset: str) -> tuple[dict, int]:
+  """({split: stored.StoredSplit}, the channels chosen): every pair of
+  every split read, checked and stored once (see the module docstring),
+  the first bad file raised as `read_pairs` raises it. With `channels` 0
+  each image is stored as it is (gray ones as one channel) and its source
+  noted, so the set's channels are chosen as in memory, from the
+  meta.json files alone once stored."""
+  root = stored.cache_dir(dataset)
+  flat = [pair for found in pairs.values() for pair in found]
+
+  def make(pair):
+    image_path, mask_path = pair
+    pixels, labels = read_pair(image_path, mask_path, to_classes)
+    image = image_io.convert_channels(pixels, channels, image_path)
+    if image.dtype != np.uint8:
+      image = image_io.to_float(image, image_path)
+    return ({"image": stored.stored_image(image), "label": labels},
+            {"source": [pixels.shape[-1], image_io.is_gray(pixels)]})
+  done = stored.store(root, [stored.file_key(pair, [1, setting, channels])
+                             for pair in flat], flat, make)
+  chosen = choose_channels([(*meta["source"], pair[0])
+                            for pair, (_, meta) in zip(flat, done)],
+                           channels)
+  splits, start = {}, 0
+  for name, found in pairs.items():
+    splits[name] = stored.whole_split(
+        done[start:start + len(found)], _ids(path for path, _ in found),
+        chosen, root, pad_to_multiple)
+    start += len(found)
+  return splits, chosen
+
+
+def _sources(examples) -> list[tuple[int, bool, str]]:
+  return [(pixels.shape[-1], image_io.is_gray(pixels), path)
+          for pixels, _, path in examples]
+
+
+def _ids(image_paths) -> tuple[str, ...]:
+  return tuple(os.path.splitext(os.path.basename(path))[0]
+               for path in image_paths)
+
+
+def choose_channels(sources: list[tuple[int, bool, str]],
                     channels: int) -> int:
   """1 or 3: `channels` if set; else 1 when every image is gray (stored
   gray, or RGB with R = G = B), 3 when some are in colour and none is
   stored gray (R = G = B ones stay RGB); a stored-gray image among colour
-  ones is an error naming both files."""
+  ones is an error naming both files. `sources`: (channels stored in the
+  file, gray, path) of each image."""
   if channels:
     return channels
-  colour = next((path for pixels, path in images
-                 if not image_io.is_gray(pixels)), None)
+  colour = next((path for _, gray, path in sources if not gray), None)
   if colour is None:
     return 1
-  stored_gray = next((path for pixels, path in images
-                      if pixels.shape[-1] == 1), None)
+  stored_gray = next((path for stored_channels, _, path in sources
+                      if stored_channels == 1), None)
   if stored_gray is not None:
     raise DataError(f"{stored_gray}: a gray image where {colour} is in "
                     "colour; set data.channels=3 (gray repeated) or 1 "
@@ -221,8 +297,7 @@ def stack_pairs(examples, channels: int, pad_to_multiple: int) -> Split:
     pixels = image_io.convert_channels(pixels, channels, path)
     images.append(pixels if pixels.dtype == np.uint8
                   else image_io.to_float(pixels, path))
-  ids = tuple(os.path.splitext(os.path.basename(path))[0]
-              for _, _, path in examples)
+  ids = _ids(path for _, _, path in examples)
   return stack_examples(images, [labels for _, labels, _ in examples], ids,
                         pad_to_multiple)
 
@@ -238,7 +313,7 @@ def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:
   same_size = (sizes == sizes[0]).all()
   height, width = sizes[0] if same_size else (
       -(-sizes.max(axis=0) // pad_to_multiple) * pad_to_multiple)
-  eight_bit = all(image.dtype == np.uint8 or _is_8bit(image)
+  eight_bit = all(stored.stored_image(image).dtype == np.uint8
                   for image in images)
   stacked = np.zeros((len(images), height, width, images[0].shape[-1]),
                      np.uint8 if eight_bit else np.float32)
@@ -252,8 +327,3 @@ def stack_examples(images, labels, ids, pad_to_multiple: int = 32) -> Split:
     stacked_labels[i, :h, :w] = label
   return Split(stacked, stacked_labels, tuple(ids),
                None if same_size else sizes)
-
-
-def _is_8bit(image: np.ndarray) -> bool:
-  return np.array_equal(np.round(image * 255).astype(np.float32) / 255.0,
-                        image)

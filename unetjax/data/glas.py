@@ -11,8 +11,14 @@ matched whatever their case (`train_1.BMP`, `train_1_anno.BMP`).
 Splits: `train` trains; testA is `val`, the split the trainer evaluates
 during training and picks the best checkpoint on, and testB is `test`,
 evaluated once at the end, so testB is the honest held-out figure.
-`val_split='testB'` swaps the two. Images of different sizes are padded
-(see `Split.sizes`): training uses random crops, evaluation whole images.
+`val_split='testB'` swaps the two. Training uses random crops, evaluation
+whole images.
+
+Storage (`cache=True`, the default): each split's images are read, checked
+and stored once, when the split is first used, as examples of their own
+sizes (`folders.stored_splits`, under `stored.cache_dir('glas')`) and
+streamed; `cache=False` holds each split in memory, padded to its largest
+image (see `Split.sizes`).
 """
 import os
 import re
@@ -29,7 +35,7 @@ _PARTS = ("train", "testA", "testB")
 
 
 def build(*, dir: str = "", val_split: str = "testA",  # pylint: disable=redefined-builtin
-          instances: bool = False) -> Dataset:
+          instances: bool = False, cache: bool = True) -> Dataset:
   if val_split not in ("testA", "testB"):
     raise ConfigError(f"data.val_split={val_split!r}: expected 'testA' or "
                       "'testB'")
@@ -43,9 +49,10 @@ def build(*, dir: str = "", val_split: str = "testA",  # pylint: disable=redefin
                   class_names=("background", "gland"), instances=instances)
   to_labels = folders.mask_mapping(None, 2, instances=True) if instances \
       else binarise
+  stored_as = ("glas", ["glas", 1, bool(instances)]) if cache else None
   return Dataset(info, {
-      split: (lambda p=pairs[part]: folders.load_split(p, to_labels,
-                                                       channels=3))
+      split: (lambda p=pairs[part]: folders.load_split(
+          p, to_labels, channels=3, stored_as=stored_as))
       for split, part in names.items()})
 
 

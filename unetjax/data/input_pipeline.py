@@ -326,7 +326,10 @@ def image_stats(split, normalization: dict | None) -> np.ndarray | None:
     by_file.setdefault(split.image_path(i), i)
   from unetjax.data import stored  # pylint: disable=g-import-not-at-top
   computed = dict(zip(by_file, stored.parallel_map(one, by_file.values())))
-  return np.stack([computed[split.image_path(i)] for i in range(len(split))])
+  # A gray image served as RGB has one column of stats for all three.
+  return np.stack([np.broadcast_to(computed[split.image_path(i)],
+                                   (2, split.channels))
+                   for i in range(len(split))])
 
 
 def valid_pixels(sizes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

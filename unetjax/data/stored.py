@@ -16,9 +16,19 @@ ids), optional maps `<name>.npy` ([H, W]) and `meta.json` (written last,
 so a folder without it is an unfinished write and is written again). An
 example may be a window (y0, x0, height, width) of its folder's arrays:
 the pieces that `train_max_side` cuts a large DSB image into share that
-image's files. Labels are served as int32, as in-memory splits hold them.
+image's files. Labels are served as int32, as in-memory splits hold them;
+a one-channel image in a three-channel split (a file with R = G = B among
+colour ones) is stored once and served repeated to RGB.
+
+Every file-backed loader (DSB, folders, GlaS, ISBI) stores its examples
+this way under `cache_dir(<dataset>)/examples/<key>/`, the key made from
+the real paths, sizes and modification times of the files an example was
+read from and the settings that shaped it (`file_key`): a changed, added
+or removed file is read and checked again, and the data folder is never
+written.
 """
 import concurrent.futures
+import hashlib
 import json
 import os
 import threading
@@ -43,12 +53,98 @@ def narrowest(labels: np.ndarray) -> np.ndarray:
   return labels.astype(np.int32)
 
 
-def write_example(folder: str, arrays: dict[str, np.ndarray]) -> dict:
+def cache_dir(dataset: str) -> str:
+  """Where `dataset`'s stored examples live: `$UNETJAX_CACHE_DIR`, else
+  `$XDG_CACHE_HOME/unetjax` or `~/.cache/unetjax`, then the dataset's
+  name (never the data folder, which may be read-only)."""
+  root = os.environ.get("UNETJAX_CACHE_DIR") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+      "unetjax")
+  return os.path.join(root, dataset)
+
+
+def file_stat(path: str) -> list:
+  """[real path, size, modification time]: a set of symbolic links to the
+  same files shares their stored examples; an edited file does not."""
+  try:
+    info = os.stat(path)
+  except OSError as e:  # a broken link, a file gone since it was listed
+    raise DataError(f"{path}: no such file" if isinstance(
+        e, FileNotFoundError) else f"{path}: {e.strerror or e}") from e
+  return [os.path.realpath(path), info.st_size, info.st_mtime_ns]
+
+
+def file_key(paths, setting) -> str:
+  """The name of an example's folder: `paths` (the files it is read from)
+  by `file_stat`, and `setting` (anything JSON holds: what shaped it)."""
+  key = json.dumps([setting, [file_stat(path) for path in paths]])
+  return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def store(root: str, keys: list[str], sources: list, make) -> list:
+  """[(folder, meta)] of each source's example `root/examples/<key>`,
+  `make(source)` -> ({name: array}, extra meta) called (on a few threads)
+  only where no finished example is there. Sources with one key (linked
+  copies of one file) are made once. The first error, in the sources'
+  order, is raised."""
+  def one(key, source):
+    folder = os.path.join(root, "examples", key)
+    meta = read_meta(folder)
+    if meta is None:
+      arrays, extra = make(source)
+      try:
+        meta = write_example(folder, arrays, extra)
+      except OSError as e:
+        raise DataError(
+            f"{folder}: cannot store an example there ({e.strerror or e}); "
+            "set UNETJAX_CACHE_DIR to a writable folder, or data.cache="
+            "False to hold the data in memory") from e
+    return folder, meta
+  first = {}
+  for key, source in zip(keys, sources):
+    first.setdefault(key, source)
+  made = dict(zip(first, parallel_map(lambda item: one(*item),
+                                      first.items())))
+  return [made[key] for key in keys]
+
+
+def whole_split(done: list, ids, channels: int, root: str,
+                pad_to_multiple: int = 32) -> "StoredSplit":
+  """A StoredSplit of `store`'s (folder, meta) pairs, each example whole;
+  uint8 images when all are, else float32 (uint8 ones served / 255);
+  targets a task makes are cached under `root/prepared`."""
+  windows = [(0, 0, *meta["shape"][:2]) for _, meta in done]
+  image_dtypes = {meta["dtypes"]["image"] for _, meta in done}
+  ranges = np.array([meta["label_range"] for _, meta in done])
+  return StoredSplit(
+      [folder for folder, _ in done], windows, ids, channels,
+      "uint8" if image_dtypes == {"uint8"} else "float32", {},
+      (int(ranges[:, 0].min()), int(ranges[:, 1].max())),
+      os.path.join(root, "prepared"), pad_to_multiple)
+
+
+def stored_image(image: np.ndarray) -> np.ndarray:
+  """An image as stored: uint8 when it is, or when its [0, 1] floats are
+  exactly k / 255 (8-bit values, a quarter of float32's bytes); other
+  floats as float32."""
+  if image.dtype == np.uint8:
+    return image
+  image = np.asarray(image, np.float32)
+  eight = np.round(image * 255)
+  if np.array_equal(eight.astype(np.float32) / np.float32(255), image):
+    return eight.astype(np.uint8)
+  return image
+
+
+def write_example(folder: str, arrays: dict[str, np.ndarray],
+                  extra: dict | None = None) -> dict:
   """Writes one example's arrays (integer ones narrowed, floats as they
-  are) and its meta.json, atomically per file; returns the meta."""
+  are) and its meta.json (with `extra` facts), atomically per file;
+  returns the meta."""
   os.makedirs(folder, exist_ok=True)
   meta = {"shape": list(next(iter(arrays.values())).shape),
-          "dtypes": {k: str(v.dtype) for k, v in arrays.items()}}
+          "dtypes": {k: str(v.dtype) for k, v in arrays.items()},
+          **(extra or {})}
   for name, values in arrays.items():
     if np.issubdtype(values.dtype, np.integer) and name != "image":
       meta[f"{name}_range"] = ([int(values.min()), int(values.max())]
@@ -157,6 +253,8 @@ class StoredSplit:
                         width)
     if image.dtype != self.image_dtype:  # a 16-bit one among 8-bit ones
       image = image.astype(np.float32) / np.float32(255)
+    if image.shape[-1] != self.channels:  # R = G = B among colour ones
+      image = np.repeat(image, self.channels, axis=-1)
     out = {"image": image}
     for name in ("label", *self.map_dtypes):
       values = read_window(
