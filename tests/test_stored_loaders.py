@@ -17,7 +17,7 @@ from PIL import Image
 from unetjax import data as datasets
 from unetjax import tasks
 from unetjax.data import folders, glas, input_pipeline, isbi2012, stored
-from unetjax.runtime.errors import DataError, TrainingStopped
+from unetjax.runtime.errors import ConfigError, DataError, TrainingStopped
 
 SIZES = [(40, 52), (36, 36), (64, 40), (33, 47), (48, 48), (70, 60),
          (40, 40), (52, 36)]
@@ -313,3 +313,20 @@ def test_the_otsu_baseline_scores_a_stored_split_as_the_in_memory_one(
             for cache in (True, False)]
   assert scores[0] == scores[1]
   assert 0 < scores[0]["dice"] < 1
+
+
+def test_the_benchmarks_fixed_batch_reads_a_stored_split_of_varied_sizes(
+    tmp_path):
+  """`unetjax-benchmark --input fixed` on a stored split: the first
+  examples' top-left crops, as the in-memory split gives them."""
+  from unetjax.benchmarks import training  # pylint: disable=g-import-not-at-top
+  root = _write_folders(str(tmp_path / "data"))
+  stored = datasets.build(_config(root, True)).split("train")
+  in_memory = datasets.build(_config(root, False)).split("train")
+  fixed = training.fixed_batch(stored, 2, crop_size=32)
+  expected = training.fixed_batch(in_memory, 2, crop_size=32)
+  assert fixed["image"].shape[:3] == (2, 32, 32)
+  for key in ("image", "label"):
+    np.testing.assert_array_equal(fixed[key], expected[key])
+  with pytest.raises(ConfigError, match="of varying sizes"):
+    training.fixed_batch(stored, 2, crop_size=0)

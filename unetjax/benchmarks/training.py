@@ -28,18 +28,22 @@ def fixed_batch(split, batch_size: int, crop_size: int) -> dict[str, Any]:
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from unetjax.runtime.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  if split.sizes is not None or len(split) < batch_size:
+  if len(split) < batch_size:
+    raise ConfigError(f"--input {FIXED} needs {batch_size} training examples"
+                      f"; this split has {len(split)}")
+  # Read one by one (a stored split streams from disk), cropped to the
+  # top-left crop_size square as the pipeline's crops are that size.
+  side = crop_size or None
+  examples = [split.read(i, 0, 0, side, side) for i in range(batch_size)]
+  shapes = {e["image"].shape for e in examples}
+  if len(shapes) > 1:
     raise ConfigError(f"--input {FIXED} needs {batch_size} training examples "
-                      f"of one size; this split has {len(split)}"
-                      + (" of varying sizes" if split.sizes is not None
-                         else ""))
-  images = split.images[:batch_size]
+                      f"of one size (or augment.crop_size); the first ones "
+                      f"are of varying sizes {sorted(shapes)[:3]}")
+  images = np.stack([e["image"] for e in examples])
   images = (images / np.float32(255) if images.dtype == np.uint8
             else images.astype(np.float32))
-  labels = split.labels[:batch_size]
-  if crop_size:
-    images = images[:, :crop_size, :crop_size]
-    labels = labels[:, :crop_size, :crop_size]
+  labels = np.stack([e["label"] for e in examples])
   return {"image": images, "label": labels}
 
 
