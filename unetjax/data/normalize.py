@@ -108,7 +108,7 @@ def stored_percentiles(image: np.ndarray, divisor: float,
   return result.astype(np.float32)
 
 
-def histogram(image: np.ndarray, pixels: int = 1 << 22) -> np.ndarray:
+def histogram(image: np.ndarray, pixels: int = 1 << 18) -> np.ndarray:
   """[C, levels] int64 counts of the values of an integer [H, W, C] image,
   about `pixels` at a time: bincount casts its input to intp, so counting
   the whole image at once would copy it at 8 bytes a pixel."""
