@@ -18,6 +18,7 @@ from PIL import Image
 
 from unetjax.data import DataInfo, image_io, normalize
 from unetjax.inference import segment as segment_lib
+from unetjax.inference import outputs as outputs_lib
 from unetjax.inference import tiling
 from unetjax.models.unet import UNet
 from unetjax.tasks.instances import InstanceSegmentation
@@ -271,8 +272,9 @@ def _pixels(path):
 def test_predict_files_equal_the_whole_image_computation(
     tmp_path, task, padding, normalization, outputs):
   """8- and 16-bit PNGs and a TIFF stack of several tiles each: masks,
-  probability pixels and objects equal those of the whole-image
+  probability pixels, overlays and objects equal those of the whole-image
   computation, bit for bit."""
+  from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(7)
   inputs = tmp_path / "in"
   inputs.mkdir()
@@ -288,7 +290,8 @@ def test_predict_files_equal_the_whole_image_computation(
   to_instances = getattr(task, "to_instances", None)
   kinds = (["mask"] + ["prob"] * np.issubdtype(segment.prediction.dtype,
                                                np.floating)
-           + ["instances"] * (to_instances is not None))
+           + ["instances"] * (to_instances is not None)
+           + ["overlay"] * (to_instances is None))
   paths = sorted(str(p) for p in inputs.iterdir())
   shapes = {p: segment_lib.input_shape(p) for p in paths}
   written = segment_lib.segment_files(segment, shapes, str(tmp_path / "out"),
@@ -299,20 +302,46 @@ def test_predict_files_equal_the_whole_image_computation(
       image_io.read_stack(path) if path.endswith(".tif")
       else image_io.read_image(path)[None])]
   predictions = iter(_whole_image_predictions(segment, pages))
+  pages = iter(pages)
+
+  def expected(kind, prediction, page):
+    mask, prob = segment_lib.mask_and_probability(prediction, task)
+    if kind == "mask":
+      return mask
+    if kind == "prob":
+      return image_io.image_pixels(prob)
+    if kind == "instances":
+      return to_instances(prediction)
+    return image_io.image_pixels(label2rgb(
+        mask, page[..., 0], bg_label=0, alpha=0.35, image_alpha=1.0))
+
   for path in paths:
-    expected = [next(predictions) for _ in range(shapes[path][0])]
-    stem = os.path.splitext(os.path.basename(path))[0]
-    suffix = os.path.splitext(path)[1]
+    results = [(next(predictions), next(pages))
+               for _ in range(shapes[path][0])]
+    stem, suffix = os.path.splitext(os.path.basename(path))
     for kind in kinds:
       got = _pixels(str(tmp_path / "out" / f"{stem}_{kind}{suffix}"))
-      want = []
-      for prediction in expected:
-        mask, prob = segment_lib.mask_and_probability(prediction, task)
-        want.append({"mask": mask, "prob": None if prob is None
-                     else image_io.image_pixels(prob),
-                     "instances": None if to_instances is None
-                     else to_instances(prediction)}[kind])
-      want = np.stack(want) if len(want) > 1 else want[0]
-      np.testing.assert_array_equal(got, want, err_msg=f"{stem} {kind}")
+      want = np.stack([expected(kind, *r) for r in results])
+      np.testing.assert_array_equal(got, want if len(want) > 1 else want[0],
+                                    err_msg=f"{stem} {kind}")
       if kind == "mask":
         assert len(np.unique(got)) > 1  # a mask that can tell a difference
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_overlay_made_in_bands_equals_the_whole_picture(channels):
+  """Bands of 7 rows, labels 0..3 of which most bands hold only some: the
+  colours are still the whole picture's (a label's colour is its rank
+  among the labels present)."""
+  from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(8)
+  pixels = rng.integers(0, 256, (40, 3, channels), np.uint8)
+  mask = np.zeros((40, 3), np.uint8)
+  mask[5:9] = 1
+  mask[20:22, 1] = 3
+  mask[30] = 2
+  page = image_io.to_float(pixels, "x")
+  whole = label2rgb(mask, page[..., 0] if channels == 1 else page,
+                    bg_label=0, alpha=0.35, image_alpha=1.0)
+  got = outputs_lib.overlay_pixels(pixels, 255.0, mask, rows=7)
+  np.testing.assert_array_equal(got, image_io.image_pixels(whole))

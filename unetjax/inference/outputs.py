@@ -2,7 +2,8 @@
 made from: kept as narrow as the files (8-bit masks and probability
 pixels), filled band by band as the tiler finishes rows
 (`tiling.infer_bands`), so no float map of the whole image is needed
-unless objects are asked for.
+unless objects are asked for (their post-processing and their overlay
+work on whole maps).
 """
 import numpy as np
 
@@ -69,15 +70,19 @@ class Outputs:
     self.writers = ([image_io.StackWriter(target, kind) for target, kind
                      in zip(self.paths, self.kinds)] if pages > 1 else None)
 
-  def add(self, result: PageResult, page: np.ndarray | None = None,
+  def add(self, result: PageResult, page=None,
           objects: np.ndarray | None = None) -> bool:
-    """Writes one page's pictures (`page`, in [0, 1], is needed for the
-    overlay only); True once the input is complete."""
+    """Writes one page's pictures (`page`, its stored values and their
+    divisor, is needed for the overlay only); True once the input is
+    complete."""
     pictures = {"mask": result.mask, "prob": result.prob,
                 "instances": objects}
-    if "overlay" in self.kinds:
+    if "overlay" in self.kinds and objects is not None:
+      from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
       pictures["overlay"] = image_io.image_pixels(
-          _overlay(page, result.mask, objects))
+          instance_plots.overlay(image_io.as_unit(*page), objects))
+    elif "overlay" in self.kinds:
+      pictures["overlay"] = overlay_pixels(*page, result.mask)
     for index, (target, kind) in enumerate(zip(self.paths, self.kinds)):
       if self.writers and kind == "instances":
         self.writers[index].add(objects)
@@ -100,13 +105,27 @@ class Outputs:
       writer.abort()
 
 
-def _overlay(page: np.ndarray, mask: np.ndarray, objects) -> np.ndarray:
-  """The mask (or each object) coloured over the page, floats in [0, 1]:
-  the one output made of whole-image float arrays (scikit-image colours
-  labels by the set of labels present, so not band by band)."""
-  if objects is not None:
-    from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
-    return instance_plots.overlay(page, objects)
+def overlay_pixels(pixels: np.ndarray, divisor: float | None,
+                   mask: np.ndarray, rows: int = 256) -> np.ndarray:
+  """The mask coloured over the page (`pixels` / `divisor`), as 8-bit RGB
+  [H, W, 3], made `rows` rows at a time: scikit-image's `label2rgb` works
+  in float64 over whatever it is given (about 70 bytes a pixel measured
+  here), so it is given bands. It colours each label by its rank among
+  the labels present, so every band is given all of the mask's labels too
+  (extra rows, dropped): each band is then that band of the whole
+  picture, bit for bit (tested)."""
   from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
-  return label2rgb(mask, page[..., 0] if page.shape[-1] == 1 else page,
-                   bg_label=0, alpha=0.35, image_alpha=1.0)
+  height, width = mask.shape
+  labels = np.unique(mask)
+  extra = np.resize(labels, (-(-len(labels) // width), width))
+  picture = np.empty((height, width, 3), np.uint8)
+  for top in range(0, height, rows):
+    page = image_io.as_unit(pixels[top:top + rows], divisor)
+    page = page[..., 0] if page.shape[-1] == 1 else page
+    count = len(page)
+    page = np.concatenate([page, np.zeros((len(extra),) + page.shape[1:],
+                                          page.dtype)])
+    coloured = label2rgb(np.concatenate([mask[top:top + rows], extra]),
+                         page, bg_label=0, alpha=0.35, image_alpha=1.0)
+    picture[top:top + count] = image_io.image_pixels(coloured[:count])
+  return picture

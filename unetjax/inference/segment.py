@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unetjax.data import image_io, normalize
+from unetjax.data import normalize
 from unetjax.inference import channels, inputs, tiling, trained
 # Re-exported: the command, the export, the benchmarks and tests call
 # these as `segment.X`.
@@ -269,9 +269,7 @@ def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
                                           kinds)
       objects = (None if to_instances is None
                  else to_instances(result.prediction))
-      page = (image_io.as_unit(pixels, divisor) if "overlay" in kinds
-              else None)
-      if files[path].add(result, page, objects):
+      if files[path].add(result, (pixels, divisor), objects):
         written += files.pop(path).paths
   finally:
     progress.close()
