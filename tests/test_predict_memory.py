@@ -345,3 +345,28 @@ def test_overlay_made_in_bands_equals_the_whole_picture(channels):
                     bg_label=0, alpha=0.35, image_alpha=1.0)
   got = outputs_lib.overlay_pixels(pixels, 255.0, mask, rows=7)
   np.testing.assert_array_equal(got, image_io.image_pixels(whole))
+
+
+@pytest.mark.parametrize("mode,shape,dtype", [
+    ("L", (23, 9), np.uint8), ("I;16", (23, 9), np.uint16),
+    ("RGB", (23, 9, 3), np.uint8), ("RGBA", (23, 9, 4), np.uint8),
+    ("LA", (23, 9, 2), np.uint8), ("1", (23, 9), bool)])
+def test_a_pillow_image_read_in_blocks_of_rows_is_its_array(tmp_path, mode,
+                                                           shape, dtype):
+  rng = np.random.default_rng(9)
+  values = rng.integers(0, 2 if dtype is bool else np.iinfo(dtype).max + 1,
+                        shape)
+  if mode == "LA":
+    image = Image.fromarray(values.astype(np.uint8)[..., 0]).convert("LA")
+  elif mode == "1":
+    image = Image.fromarray(values.astype(bool))
+  else:
+    image = Image.fromarray(values.astype(dtype))
+  image.save(tmp_path / "x.png")
+  with Image.open(tmp_path / "x.png") as opened:
+    opened.load()
+    whole = np.asarray(opened)
+    got = image_io.as_array(opened, rows=5)
+  assert opened.mode == mode
+  assert got.dtype == whole.dtype and got.shape == whole.shape
+  np.testing.assert_array_equal(got, whole)

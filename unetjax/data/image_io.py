@@ -375,7 +375,7 @@ def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
         pass
       else:
         image = image.convert("RGB")
-      array = np.asarray(image)
+      array = as_array(image)
       if image.mode == "1":
         array = array.astype(np.uint8)
       return array
@@ -389,6 +389,21 @@ def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
   except (OSError, SyntaxError, ValueError) as e:
     raise DataError(f"{path}: corrupt or truncated image "
                     f"({_first_line(e)})") from e
+
+
+def as_array(image, rows: int = 256) -> np.ndarray:
+  """`np.asarray(image)` of a Pillow image, `rows` rows at a time: Pillow's
+  array interface joins the whole image's bytes from chunks, so besides
+  Pillow's own buffer it held two copies at once (2 bytes a pixel more
+  for a gray 14000x14000 PNG, 6 for RGB); block by block it holds one."""
+  width, height = image.size
+  first = np.asarray(image.crop((0, 0, width, min(rows, height))))
+  array = np.empty((height,) + first.shape[1:], first.dtype)
+  array[:len(first)] = first
+  for top in range(rows, height, rows):
+    array[top:top + rows] = np.asarray(image.crop(
+        (0, top, width, min(top + rows, height))))
+  return array
 
 
 def _channels_last(array: np.ndarray, path: str) -> np.ndarray:

@@ -106,7 +106,7 @@ class Outputs:
 
 
 def overlay_pixels(pixels: np.ndarray, divisor: float | None,
-                   mask: np.ndarray, rows: int = 256) -> np.ndarray:
+                   mask: np.ndarray, rows: int = 64) -> np.ndarray:
   """The mask coloured over the page (`pixels` / `divisor`), as 8-bit RGB
   [H, W, 3], made `rows` rows at a time: scikit-image's `label2rgb` works
   in float64 over whatever it is given (about 70 bytes a pixel measured
