@@ -370,3 +370,29 @@ def test_a_pillow_image_read_in_blocks_of_rows_is_its_array(tmp_path, mode,
   assert opened.mode == mode
   assert got.dtype == whole.dtype and got.shape == whole.shape
   np.testing.assert_array_equal(got, whole)
+
+
+def test_predict_says_how_far_it_is_per_image_and_per_tile_batch(
+    tmp_path, monkeypatch, capsys):
+  """Without a terminal: a line per image and, while an image is tiled, a
+  line of tile batches every `EVERY_SECONDS` (here every batch)."""
+  from unetjax.runtime import console  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(console.PredictProgress, "EVERY_SECONDS", -1.0)
+  rng = np.random.default_rng(10)
+  for name in ("a", "b"):
+    Image.fromarray(rng.integers(0, 256, (40, 40), np.uint8)).save(
+        tmp_path / f"{name}.png")
+  segment = segment_lib.Segmenter(_model("SAME"), BINARY, 1, tile_size=16,
+                                  batch_size=4)
+  paths = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+  capsys.readouterr()
+  segment_lib.segment_files(segment, {p: (1, 1) for p in paths},
+                            str(tmp_path / "out"), ["mask"])
+  lines = capsys.readouterr().out.splitlines()
+  tiles = len(segment.plan(40).starts) ** 2  # 9 tiles an image: 5 batches
+  batches = [line for line in lines if "tile batches done" in line]
+  assert batches[0] == "1 tile batches done (0/2 images)"
+  assert len(batches) == -(-2 * tiles // 4)
+  assert [line for line in lines if line.startswith("[")] == [
+      "[1/2] a.png", "[2/2] b.png"]
+  assert "predict_tiles" not in vars(segment)  # the counter is removed
