@@ -275,6 +275,8 @@ def test_predict_files_equal_the_whole_image_computation(
   probability pixels, overlays and objects equal those of the whole-image
   computation, bit for bit."""
   from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
+
+  from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(7)
   inputs = tmp_path / "in"
   inputs.mkdir()
@@ -290,8 +292,7 @@ def test_predict_files_equal_the_whole_image_computation(
   to_instances = getattr(task, "to_instances", None)
   kinds = (["mask"] + ["prob"] * np.issubdtype(segment.prediction.dtype,
                                                np.floating)
-           + ["instances"] * (to_instances is not None)
-           + ["overlay"] * (to_instances is None))
+           + ["instances"] * (to_instances is not None) + ["overlay"])
   paths = sorted(str(p) for p in inputs.iterdir())
   shapes = {p: segment_lib.input_shape(p) for p in paths}
   written = segment_lib.segment_files(segment, shapes, str(tmp_path / "out"),
@@ -312,6 +313,9 @@ def test_predict_files_equal_the_whole_image_computation(
       return image_io.image_pixels(prob)
     if kind == "instances":
       return to_instances(prediction)
+    if to_instances is not None:
+      return image_io.image_pixels(instance_plots.overlay(
+          page, to_instances(prediction)))
     return image_io.image_pixels(label2rgb(
         mask, page[..., 0], bg_label=0, alpha=0.35, image_alpha=1.0))
 
@@ -329,21 +333,33 @@ def test_predict_files_equal_the_whole_image_computation(
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_overlay_made_in_bands_equals_the_whole_picture(channels):
-  """Bands of 7 rows, labels 0..3 of which most bands hold only some: the
-  colours are still the whole picture's (a label's colour is its rank
-  among the labels present)."""
+@pytest.mark.parametrize("objects", [False, True])
+def test_overlay_made_in_bands_equals_the_whole_picture(channels, objects):
+  """Bands of 7 rows, labels of which most bands hold only some, objects
+  whose outlines cross band edges: the colours and outlines are still the
+  whole picture's (a label's colour is its rank among the labels
+  present; an outline looks one pixel away)."""
   from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
+
+  from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(8)
-  pixels = rng.integers(0, 256, (40, 3, channels), np.uint8)
-  mask = np.zeros((40, 3), np.uint8)
-  mask[5:9] = 1
-  mask[20:22, 1] = 3
-  mask[30] = 2
+  pixels = rng.integers(0, 256, (40, 9, channels), np.uint8)
+  labels = np.zeros((40, 9), np.int32)
+  labels[2:5] = 1
+  labels[7:10, 2:6] = 5  # starts on a band's first row
+  labels[11:14, 6:] = 9  # ends on a band's last row
+  labels[13:15, 1:4] = 7  # across the edge of rows 13 and 14
+  labels[20:22, 1] = 3
+  labels[30:40, 4:] = 12  # to the bottom border
+  labels[30] = 2
   page = image_io.to_float(pixels, "x")
-  whole = label2rgb(mask, page[..., 0] if channels == 1 else page,
-                    bg_label=0, alpha=0.35, image_alpha=1.0)
-  got = outputs_lib.overlay_pixels(pixels, 255.0, mask, rows=7)
+  if objects:
+    whole = instance_plots.overlay(page, labels)
+  else:
+    whole = label2rgb(labels, page[..., 0] if channels == 1 else page,
+                      bg_label=0, alpha=0.35, image_alpha=1.0)
+  got = outputs_lib.overlay_pixels(pixels, 255.0, labels, objects=objects,
+                                   rows=7)
   np.testing.assert_array_equal(got, image_io.image_pixels(whole))
 
 

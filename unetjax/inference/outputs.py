@@ -2,8 +2,8 @@
 made from: kept as narrow as the files (8-bit masks and probability
 pixels), filled band by band as the tiler finishes rows
 (`tiling.infer_bands`), so no float map of the whole image is needed
-unless objects are asked for (their post-processing and their overlay
-work on whole maps).
+unless objects are asked for (their post-processing works on whole
+maps).
 """
 import numpy as np
 
@@ -77,12 +77,10 @@ class Outputs:
     complete."""
     pictures = {"mask": result.mask, "prob": result.prob,
                 "instances": objects}
-    if "overlay" in self.kinds and objects is not None:
-      from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
-      pictures["overlay"] = image_io.image_pixels(
-          instance_plots.overlay(image_io.as_unit(*page), objects))
-    elif "overlay" in self.kinds:
-      pictures["overlay"] = overlay_pixels(*page, result.mask)
+    if "overlay" in self.kinds:
+      pictures["overlay"] = overlay_pixels(
+          *page, result.mask if objects is None else objects,
+          objects=objects is not None)
     for index, (target, kind) in enumerate(zip(self.paths, self.kinds)):
       if self.writers and kind == "instances":
         self.writers[index].add(objects)
@@ -106,18 +104,25 @@ class Outputs:
 
 
 def overlay_pixels(pixels: np.ndarray, divisor: float | None,
-                   mask: np.ndarray, rows: int = 64) -> np.ndarray:
-  """The mask coloured over the page (`pixels` / `divisor`), as 8-bit RGB
-  [H, W, 3], made `rows` rows at a time: scikit-image's `label2rgb` works
-  in float64 over whatever it is given (about 70 bytes a pixel measured
-  here), so it is given bands. It colours each label by its rank among
-  the labels present, so every band is given all of the mask's labels too
-  (extra rows, dropped): each band is then that band of the whole
-  picture, bit for bit (tested)."""
+                   labels: np.ndarray, objects: bool = False,
+                   rows: int = 64) -> np.ndarray:
+  """The labels coloured over the page (`pixels` / `divisor`) as 8-bit RGB
+  [H, W, 3]: the mask's classes (scikit-image's `label2rgb`), or with
+  `objects` each object outlined (`instances.plots.overlay`).
+
+  Made `rows` rows at a time: `label2rgb` works in float64 over whatever
+  it is given (about 70 bytes a pixel measured here), so it is given
+  bands. It colours each label by its rank among the labels present, so
+  every band is given all the labels too (extra rows, dropped); an
+  outline looks one pixel away, so a band's outlines are found with a
+  row of its neighbours on each side. Each band is then that band of the
+  whole picture, bit for bit (tested)."""
   from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
-  height, width = mask.shape
-  labels = np.unique(mask)
-  extra = np.resize(labels, (-(-len(labels) // width), width))
+
+  from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
+  height, width = labels.shape
+  present = np.unique(labels)
+  extra = np.resize(present, (-(-len(present) // width), width))
   picture = np.empty((height, width, 3), np.uint8)
   for top in range(0, height, rows):
     page = image_io.as_unit(pixels[top:top + rows], divisor)
@@ -125,7 +130,15 @@ def overlay_pixels(pixels: np.ndarray, divisor: float | None,
     count = len(page)
     page = np.concatenate([page, np.zeros((len(extra),) + page.shape[1:],
                                           page.dtype)])
-    coloured = label2rgb(np.concatenate([mask[top:top + rows], extra]),
-                         page, bg_label=0, alpha=0.35, image_alpha=1.0)
+    band = np.concatenate([labels[top:top + count], extra])
+    if objects:
+      above = min(top, 1)
+      edges = instance_plots.outlines(
+          labels[top - above:top + count + 1])[above:above + count]
+      coloured = instance_plots.overlay(page, band, edges=np.concatenate(
+          [edges, np.zeros(extra.shape, bool)]))
+    else:
+      coloured = label2rgb(band, page, bg_label=0, alpha=0.35,
+                           image_alpha=1.0)
     picture[top:top + count] = image_io.image_pixels(coloured[:count])
   return picture
