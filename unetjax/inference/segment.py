@@ -9,9 +9,9 @@ Memory follows the tiles, not the image: an input stays as stored (8-bit
 stays 8-bit), each tile is converted and normalised as it is cut (the
 percentiles from a histogram of the whole image), and the prediction
 comes in bands of rows that go straight into the 8-bit mask and
-probability pixels (`outputs.PageResult`). What stays whole-image: the
-stored input, the output pixels, and for `--instances` the float
-prediction map the post-processing needs (and the overlay's colours).
+probability pixels (`outputs.PageResult`); the overlay is coloured in
+bands too. What stays whole-image: the stored input, the output pixels,
+and for `--instances` the float prediction map the post-processing needs.
 """
 import collections
 import dataclasses
