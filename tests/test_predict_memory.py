@@ -16,9 +16,9 @@ import tifffile
 from flax import nnx
 from PIL import Image
 
-from unetjax.data import DataInfo, image_io, normalize
-from unetjax.inference import segment as segment_lib
+from unetjax.data import DataInfo, image_io, image_write, normalize
 from unetjax.inference import outputs as outputs_lib
+from unetjax.inference import segment as segment_lib
 from unetjax.inference import tiling
 from unetjax.models.unet import UNet
 from unetjax.tasks.instances import InstanceSegmentation
@@ -310,13 +310,13 @@ def test_predict_files_equal_the_whole_image_computation(
     if kind == "mask":
       return mask
     if kind == "prob":
-      return image_io.image_pixels(prob)
+      return image_write.image_pixels(prob)
     if kind == "instances":
       return to_instances(prediction)
     if to_instances is not None:
-      return image_io.image_pixels(instance_plots.overlay(
+      return image_write.image_pixels(instance_plots.overlay(
           page, to_instances(prediction)))
-    return image_io.image_pixels(label2rgb(
+    return image_write.image_pixels(label2rgb(
         mask, page[..., 0], bg_label=0, alpha=0.35, image_alpha=1.0))
 
   for path in paths:
@@ -360,7 +360,7 @@ def test_overlay_made_in_bands_equals_the_whole_picture(channels, objects):
                       bg_label=0, alpha=0.35, image_alpha=1.0)
   got = outputs_lib.overlay_pixels(pixels, 255.0, labels, objects=objects,
                                    rows=7)
-  np.testing.assert_array_equal(got, image_io.image_pixels(whole))
+  np.testing.assert_array_equal(got, image_write.image_pixels(whole))
 
 
 @pytest.mark.parametrize("mode,shape,dtype", [

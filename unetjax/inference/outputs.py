@@ -7,7 +7,7 @@ maps).
 """
 import numpy as np
 
-from unetjax.data import image_io
+from unetjax.data import image_io, image_write
 from unetjax.inference import inputs
 
 
@@ -53,7 +53,7 @@ class PageResult:
     if self.prob is not None:
       if prob is None:
         raise ValueError("a 'prob' output of a prediction of class ids")
-      self.prob[rows] = image_io.image_pixels(prob)
+      self.prob[rows] = image_write.image_pixels(prob)
 
 
 class Outputs:
@@ -67,7 +67,7 @@ class Outputs:
     self.kinds = list(kinds)
     self.paths = inputs.output_paths(path, output, self.kinds)
     self.missing = pages
-    self.writers = ([image_io.StackWriter(target, kind) for target, kind
+    self.writers = ([image_write.StackWriter(target, kind) for target, kind
                      in zip(self.paths, self.kinds)] if pages > 1 else None)
 
   def add(self, result: PageResult, page=None,
@@ -87,11 +87,11 @@ class Outputs:
       elif self.writers:
         self.writers[index].add_pixels(pictures[kind])
       elif kind == "mask":
-        image_io.write_mask(target, result.mask)
+        image_write.write_mask(target, result.mask)
       elif kind == "instances":
-        image_io.write_instances(target, objects)
+        image_write.write_instances(target, objects)
       else:
-        image_io.write_pixels(target, pictures[kind])
+        image_write.write_pixels(target, pictures[kind])
     self.missing -= 1
     if self.missing == 0 and self.writers:
       for writer in self.writers:
@@ -140,5 +140,5 @@ def overlay_pixels(pixels: np.ndarray, divisor: float | None,
     else:
       coloured = label2rgb(band, page, bg_label=0, alpha=0.35,
                            image_alpha=1.0)
-    picture[top:top + count] = image_io.image_pixels(coloured[:count])
+    picture[top:top + count] = image_write.image_pixels(coloured[:count])
   return picture
