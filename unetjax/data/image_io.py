@@ -34,10 +34,16 @@ def read_image(path: str, channels: int | None = None) -> np.ndarray:
   file's bit depth). 3 gives RGB, gray repeated. 0 gives gray when the
   image is gray (stored so, or R = G = B) and RGB otherwise.
   """
+  return to_float(read_stored(path, channels), path)
+
+
+def read_stored(path: str, channels: int | None = None) -> np.ndarray:
+  """`read_image` before the division: the stored values [H, W, C], which
+  for 8-bit images take a quarter of the float32 image's memory."""
   array = read_pixels(path)
   if channels is not None:
     array = convert_channels(array, channels, path)
-  return to_float(array, path)
+  return array
 
 
 def read_pixels(path: str) -> np.ndarray:
@@ -71,14 +77,23 @@ def convert_channels(array: np.ndarray, channels: int,
   if gray:
     return array[..., :1]
   weights = np.array([0.299, 0.587, 0.114])
-  luminance = array.astype(np.float64) @ weights
-  if np.issubdtype(array.dtype, np.integer):
-    luminance = np.round(luminance).astype(array.dtype)
-  return luminance[..., None].astype(array.dtype)
+  gray = np.empty(array.shape[:-1] + (1,), array.dtype)
+  step = max(1, (1 << 20) // max(1, array[0].size))  # rows a block: the
+  for start in range(0, len(array), step):  # float64 copy stays small
+    luminance = array[start:start + step].astype(np.float64) @ weights
+    if np.issubdtype(array.dtype, np.integer):
+      luminance = np.round(luminance)
+    gray[start:start + step, ..., 0] = luminance
+  return gray
 
 
 def read_stack(path: str) -> np.ndarray:
-  """A TIFF, one page or many, as float32 [N, H, W, C] in [0, 1].
+  """A TIFF, one page or many, as float32 [N, H, W, C] in [0, 1]."""
+  return np.stack([to_float(page, path) for page in _stack_stored(path)])
+
+
+def _stack_stored(path: str) -> np.ndarray:
+  """A TIFF's pages as stored, [N, H, W, C], alpha dropped.
 
   TIFF's own axis names tell a page of RGB samples ('YXS') from a stack of
   gray pages ('IYX'); array shapes alone confuse an RGB page 3 pixels high
@@ -99,8 +114,7 @@ def read_stack(path: str) -> np.ndarray:
   if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
     raise DataError(f"{path}: TIFF of shape {array.shape}; expected pages of "
                     "gray or RGB images")
-  return np.stack([to_float(page[..., :3] if page.shape[-1] == 4 else page,
-                             path) for page in array])
+  return array[..., :3]
 
 
 def stack_shape(path: str) -> tuple[int, int, int, int]:
@@ -127,6 +141,13 @@ def stack_shape(path: str) -> tuple[int, int, int, int]:
 def iter_stack(path: str) -> Iterator[np.ndarray]:
   """`read_stack`'s pages one at a time, each read only when asked for, so
   a stack larger than memory can be processed page by page."""
+  for page in iter_stack_stored(path):
+    yield to_float(page, path)
+
+
+def iter_stack_stored(path: str) -> Iterator[np.ndarray]:
+  """`iter_stack` before the division: each page's stored values [H, W,
+  C] (`to_float` converts them)."""
   import tifffile  # pylint: disable=g-import-not-at-top
   pages, height, width, channels = stack_shape(path)
   with tifffile.TiffFile(path) as tiff:
@@ -134,7 +155,7 @@ def iter_stack(path: str) -> Iterator[np.ndarray]:
     if len(series.pages) != pages or "S" in series.axes[:-1]:
       # planar samples, as tifffile writes 3- and 4-page stacks: one TIFF
       # page holds them all, so the whole (small) series is read at once.
-      yield from read_stack(path)
+      yield from _stack_stored(path)
       return
     for index in range(pages):
       try:
@@ -146,36 +167,7 @@ def iter_stack(path: str) -> Iterator[np.ndarray]:
       if page.shape[:2] != (height, width):
         raise DataError(f"{path}: page {index} has shape {page.shape}; "
                         f"expected {height}x{width}")
-      yield to_float(page[..., :3], path)
-
-
-class StackWriter:
-  """Writes a TIFF stack page by page to `path` (atomically, on close):
-  masks as `write_mask`, images as `write_image` convert them."""
-
-  def __init__(self, path: str, kind: str):
-    import tifffile  # pylint: disable=g-import-not-at-top
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    self.path, self.kind = path, kind
-    self._tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
-    self._tiff = tifffile.TiffWriter(self._tmp)
-
-  def add(self, page: np.ndarray) -> None:
-    if self.kind == "instances":  # object ids, 0 = background
-      pixels = page.astype(np.uint32 if page.max(initial=0) > 65535
-                           else np.uint16)
-    else:
-      pixels = (page.astype(np.uint8) if self.kind == "mask"
-                else _image_pixels(page))
-    self._tiff.write(pixels, contiguous=True)
-
-  def close(self) -> None:
-    self._tiff.close()
-    os.replace(self._tmp, self.path)
-
-  def abort(self) -> None:
-    self._tiff.close()
-    os.remove(self._tmp)
+      yield page[..., :3]
 
 
 def read_mask(path: str) -> np.ndarray:
@@ -269,47 +261,6 @@ def check_classes(mask: np.ndarray, num_classes: int, path: str) -> None:
                     "by data.mask_threshold)")
 
 
-def write_mask(path: str, mask: np.ndarray) -> None:
-  """Writes a class-id mask as 8-bit PNG (or TIFF), atomically."""
-  _write(path, mask.astype(np.uint8))
-
-
-def write_instances(path: str, ids: np.ndarray) -> None:
-  """Writes instance ids (0 = background) as 16-bit PNG (or TIFF),
-  atomically; more than 65,535 objects need a TIFF (32-bit)."""
-  ids = np.asarray(ids)
-  if path.lower().endswith(TIFF_SUFFIXES) and ids.max(initial=0) > 65535:
-    _write(path, ids.astype(np.uint32))
-    return
-  if ids.max(initial=0) > 65535:
-    raise DataError(f"{path}: {int(ids.max())} objects do not fit a 16-bit "
-                    "PNG; write a TIFF")
-  _write(path, ids.astype(np.uint16))
-
-
-def write_image(path: str, image: np.ndarray) -> None:
-  """Writes a float [H, W] or [H, W, C] image in [0, 1] as 8-bit."""
-  _write(path, _image_pixels(image))
-
-
-def _image_pixels(image: np.ndarray) -> np.ndarray:
-  image = np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8)
-  return (image[..., 0] if image.ndim == 3 and image.shape[-1] == 1
-          else image)
-
-
-def _write(path: str, array: np.ndarray) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.path.splitext(path)[1]}"
-  if path.lower().endswith(TIFF_SUFFIXES):
-    import tifffile  # pylint: disable=g-import-not-at-top
-    tifffile.imwrite(tmp, array)
-  else:
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    Image.fromarray(array).save(tmp)
-  os.replace(tmp, path)
-
-
 def _check_file(path: str) -> None:
   if not os.path.exists(path):
     raise DataError(f"{path}: no such file")
@@ -343,7 +294,7 @@ def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
         pass
       else:
         image = image.convert("RGB")
-      array = np.asarray(image)
+      array = as_array(image)
       if image.mode == "1":
         array = array.astype(np.uint8)
       return array
@@ -359,6 +310,21 @@ def _read(path: str, palette_as_indices: bool = False) -> np.ndarray:
                     f"({_first_line(e)})") from e
 
 
+def as_array(image, rows: int = 256) -> np.ndarray:
+  """`np.asarray(image)` of a Pillow image, `rows` rows at a time: Pillow's
+  array interface joins the whole image's bytes from chunks, so besides
+  Pillow's own buffer it held two copies at once (2 bytes a pixel more
+  for a gray 14000x14000 PNG, 6 for RGB); block by block it holds one."""
+  width, height = image.size
+  first = np.asarray(image.crop((0, 0, width, min(rows, height))))
+  array = np.empty((height,) + first.shape[1:], first.dtype)
+  array[:len(first)] = first
+  for top in range(rows, height, rows):
+    array[top:top + rows] = np.asarray(image.crop(
+        (0, top, width, min(top + rows, height))))
+  return array
+
+
 def _channels_last(array: np.ndarray, path: str) -> np.ndarray:
   if array.ndim == 2:
     return array[..., None]
@@ -372,23 +338,38 @@ def _channels_last(array: np.ndarray, path: str) -> np.ndarray:
 
 def to_float(array: np.ndarray, path: str) -> np.ndarray:
   """Stored values -> float32 in [0, 1] (8-bit / 255, 16-bit / 65535)."""
-  if array.dtype == np.uint8 or array.dtype == bool:
-    return array.astype(np.float32) / 255.0 if array.dtype == np.uint8 \
-        else array.astype(np.float32)
+  return as_unit(array, unit_divisor(array, path))
+
+
+def unit_divisor(array: np.ndarray, path: str) -> float | None:
+  """What `to_float` divides an image's stored values by (None: floats and
+  booleans, taken as they are), its values checked: predict decides it
+  once for a whole image and converts tile by tile (`as_unit`)."""
+  if array.dtype == bool:
+    return None
+  if array.dtype == np.uint8:
+    return 255.0
   if array.dtype in (np.uint16, np.dtype(">u2"), np.dtype("<u2")):
-    return array.astype(np.float32) / 65535.0
+    return 65535.0
   if np.issubdtype(array.dtype, np.integer):
     info = np.iinfo(array.dtype)
-    if array.min() < 0 or array.max() > 65535:
-      raise DataError(f"{path}: {array.dtype} values in [{array.min()}, "
-                      f"{array.max()}]; expected 8- or 16-bit intensities")
-    return array.astype(np.float32) / (255.0 if array.max() <= 255 and
-                                       info.max <= 255 else 65535.0)
+    low, high = array.min(initial=0), array.max(initial=0)
+    if low < 0 or high > 65535:
+      raise DataError(f"{path}: {array.dtype} values in [{low}, {high}]; "
+                      "expected 8- or 16-bit intensities")
+    return 255.0 if high <= 255 and info.max <= 255 else 65535.0
   if np.issubdtype(array.dtype, np.floating):
     if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
       raise DataError(f"{path}: float image with values outside [0, 1]")
-    return array.astype(np.float32)
+    return None
   raise DataError(f"{path}: pixel type {array.dtype} is not supported")
+
+
+def as_unit(array: np.ndarray, divisor: float | None) -> np.ndarray:
+  """Stored values (all of an image, or a tile) / `divisor`, float32."""
+  if divisor is None:
+    return array.astype(np.float32)
+  return array.astype(np.float32) / divisor
 
 
 def _first_line(error: Exception) -> str:

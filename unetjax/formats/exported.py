@@ -79,15 +79,14 @@ class OnnxSegmenter(segment.Segmenter):
       raise ConfigError(f"tile_size={tile_size} is below the smallest input "
                         f"this model accepts, {min(sizes)}")
     self.align = meta["align"]
-    # The export's own recorded normalisation is applied in `stream`
-    # (normalize_unit), so the base class's step only makes floats.
-    self.normalization = None
+    # The export's recorded normalisation, as `norm.normalize_unit` reads
+    # it: the base class applies it tile by tile (`Segmenter.source`).
+    self.normalization = norm.unit_setting(meta["normalize"])
     self.blend = all(size == out for size, out in self.outputs.items())
     self.task = task
     self.in_channels = meta["data_info"]["in_channels"]
     self.batch_size = batch_size
     self.compile_seconds = 0.0
-    self.normalize = meta["normalize"]
     self._session = onnxruntime.InferenceSession(
         weights, providers=["CPUExecutionProvider"])
     sigmoid = meta["head"] == "sigmoid"
@@ -105,11 +104,6 @@ class OnnxSegmenter(segment.Segmenter):
     output = self._session.run(None, {"input": np.ascontiguousarray(
         tiles.transpose(0, 3, 1, 2), np.float32)})[0]
     return output.transpose(0, 2, 3, 1)
-
-  def logits_stream(self, images):
-    """Probabilities, stitched; images normalised as in training first."""
-    return super().logits_stream(
-        norm.normalize_unit(image, self.normalize) for image in images)
 
 
 def build_task(meta: dict):

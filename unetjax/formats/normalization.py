@@ -28,6 +28,10 @@ def normalize_unit(image: np.ndarray, spec: dict) -> np.ndarray:
   """An image [H, W, C] as read (values in [0, 1]) as the model's input,
   the way training made it (`data/normalize.py`, the package's one place
   for it), from the export's record."""
-  return normalize.apply(image, {
-      "normalize": spec["mode"],
-      "percentiles": [spec.get("low", 1.0), spec.get("high", 99.8)]})
+  return normalize.apply(image, unit_setting(spec))
+
+
+def unit_setting(spec: dict) -> dict:
+  """The export's record as a `data/normalize.py` setting."""
+  return {"normalize": spec["mode"],
+          "percentiles": [spec.get("low", 1.0), spec.get("high", 99.8)]}

@@ -3,12 +3,19 @@ over any number of images and stacks, and the files it writes.
 
 The `unetjax-predict` command (`unetjax/predict.py`) is flags over
 `predict_files`; the predict benchmark calls `segment_files` directly.
-Every input is read and checked before anything is written.
+Every input is read and checked before anything is written (`inputs`).
+
+Memory follows the tiles, not the image: an input stays as stored (8-bit
+stays 8-bit), each tile is converted and normalised as it is cut (the
+percentiles from a histogram of the whole image), and the prediction
+comes in bands of rows that go straight into the 8-bit mask and
+probability pixels (`outputs.PageResult`); the overlay is coloured in
+bands too. What stays whole-image: the stored input, the output pixels,
+and for `--instances` the float prediction map the post-processing needs.
 """
 import collections
+import dataclasses
 import functools
-import glob
-import os
 import time
 from typing import Iterable, Iterator
 
@@ -17,11 +24,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unetjax.data import image_io, normalize
-from unetjax.inference import channels, tiling, trained
+from unetjax.data import normalize
+from unetjax.inference import channels, inputs, tiling, trained
+# Re-exported: the command, the export, the benchmarks and tests call
+# these as `segment.X`.
+from unetjax.inference.inputs import (  # pylint: disable=unused-import
+    OUTPUT_KINDS, check_counts, check_outputs, earlier_outputs, input_paths,
+    input_shape, output_paths, read_input, read_pages)
+from unetjax.inference import outputs as outputs_lib
+from unetjax.inference.outputs import mask_and_probability  # pylint: disable=unused-import
 from unetjax.models.unet import valid_input_sizes
 from unetjax.runtime import console
-from unetjax.runtime.errors import ConfigError, DataError
+from unetjax.runtime.errors import ConfigError
 from unetjax.training import steps as steps_lib
 
 
@@ -96,21 +110,50 @@ class Segmenter:
   def _plans(self, image: np.ndarray):
     return self.plan(image.shape[0]), self.plan(image.shape[1])
 
-  def logits_stream(self, images: Iterable[np.ndarray]) -> Iterator[
-      np.ndarray]:
+  def source(self, pixels: np.ndarray,
+             divisor: float | None = None) -> tiling.Source:
+    """An image [H, W, C] as the tiler takes it: stored integers (with the
+    `divisor` that maps them to [0, 1], `image_io.unit_divisor`), uint8, or
+    floats in [0, 1]. The normalisation's statistics are taken once from
+    the whole image (a histogram for integers: no float copy), then each
+    tile is converted and normalised as it is cut (`normalize.apply` is
+    pointwise given them), so no float copy of the image is made."""
+    chosen = self.normalization
+    image_stats = (None if chosen is None
+                   else normalize.stats(pixels, chosen, divisor))
+    return tiling.Source(pixels, functools.partial(
+        normalize.apply, chosen=chosen, image_stats=image_stats,
+        divisor=divisor))
+
+  def _sources(self, images):
+    return (image if isinstance(image, tiling.Source) else self.source(image)
+            for image in images)
+
+  def logits_stream(self, images: Iterable[np.ndarray | tiling.Source]
+                    ) -> Iterator[np.ndarray]:
     """Stitched logits of each image [H, W, C], in order; tiles of
     consecutive images share batches (`tiling.infer_stream`)."""
-    images = (normalize.apply(image, self.normalization) for image in images)
-    return tiling.infer_stream(images, self.predict_tiles, self._plans,
-                               batch_size=self.batch_size, blend=self.blend)
+    return tiling.infer_stream(self._sources(images), self.predict_tiles,
+                               self._plans, batch_size=self.batch_size,
+                               blend=self.blend)
 
   def logits(self, image: np.ndarray) -> np.ndarray:
     return next(self.logits_stream([image]))
 
+  def bands(self, images: Iterable[np.ndarray | tiling.Source]
+            ) -> Iterator[tiling.Band]:
+    """The task's prediction of each image in bands of finished rows
+    (`tiling.infer_bands`), in order: what `segment_files` writes from,
+    never holding the image's logits whole."""
+    for band in tiling.infer_bands(
+        self._sources(images), self.predict_tiles, self._plans,
+        batch_size=self.batch_size, blend=self.blend):
+      yield dataclasses.replace(band, values=np.asarray(
+          self._predict(band.values)))
+
   def stream(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     """The task's prediction for each image [H, W, C], in order."""
-    for logits in self.logits_stream(images):
-      yield np.asarray(self._predict(logits))
+    return tiling.assemble(self.bands(images))
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
     return next(self.stream([image]))
@@ -146,140 +189,6 @@ def _dihedral(x, turns, flip):
 def _dihedral_inverse(y, turns, flip):
   y = y[:, :, ::-1] if flip else y
   return jnp.rot90(y, -turns, axes=(1, 2))
-
-
-def mask_and_probability(prediction: np.ndarray, task=None):
-  """(class-id mask, probability of its class or None) of a prediction.
-
-  A task whose prediction holds more than per-pixel probabilities (the
-  star target's distances) says which part they are
-  (`task.pixel_prediction`)."""
-  if hasattr(task, "pixel_prediction"):
-    prediction = task.pixel_prediction(prediction)
-  if not np.issubdtype(prediction.dtype, np.floating):
-    return prediction.astype(np.uint8), None
-  if prediction.ndim == 2:  # foreground probability
-    return (prediction > 0.5).astype(np.uint8), prediction
-  return prediction.argmax(-1).astype(np.uint8), prediction.max(-1)
-
-
-OUTPUT_KINDS = ("mask", "prob", "overlay", "instances")
-
-
-def input_paths(pattern: str, output: str | None = None) -> list[str]:
-  """The files a path, a directory (its image files) or a glob names,
-  sorted, decided before anything is written. Files in `output` named like
-  this tool's outputs of another input (`a_mask.png` next to `a.png`) are
-  left out: they are an earlier run's results, not new inputs."""
-  if os.path.isdir(pattern):
-    paths = sorted(p for p in glob.glob(os.path.join(glob.escape(pattern),
-                                                     "*"))
-                   if os.path.isfile(p)
-                   and p.lower().endswith(image_io.IMAGE_SUFFIXES))
-    if not paths:
-      raise DataError(f"--input={pattern!r} is a folder without image files "
-                      f"({', '.join(image_io.IMAGE_SUFFIXES)})")
-  else:
-    paths = sorted(p for p in glob.glob(pattern) if not os.path.isdir(p))
-  if output is not None:
-    earlier = earlier_outputs(paths, output)
-    if earlier:
-      print(f"Not reading {len(earlier)} file(s) in {output} named like "
-            f"outputs of the other inputs ({os.path.basename(earlier[0])}"
-            f"{', ...' if len(earlier) > 1 else ''})", flush=True)
-      paths = [p for p in paths if p not in earlier]
-  if not paths and not glob.has_magic(pattern):
-    paths = [pattern]  # read_input names what is wrong with it
-  if not paths:
-    raise DataError(f"--input={pattern!r} matches no file")
-  names = [_stem(p) for p in paths]
-  clashes = sorted({n for n in names if names.count(n) > 1})
-  if clashes:
-    raise DataError(f"--input={pattern!r}: several inputs are named "
-                    f"{clashes[:3]}; their outputs would overwrite each other")
-  return paths
-
-
-def earlier_outputs(paths: list[str], output: str) -> list[str]:
-  """The inputs that are this tool's outputs of another input, in `output`."""
-  stems = {_stem(p) for p in paths}
-  folder = os.path.realpath(output)
-  return [p for p in paths
-          if os.path.dirname(os.path.realpath(p)) == folder
-          and any(_stem(p) == f"{stem}_{kind}" for stem in stems
-                  for kind in OUTPUT_KINDS)]
-
-
-def output_paths(path: str, output: str, kinds: list[str]) -> list[str]:
-  """Where the outputs of one input go: `<output>/<stem>_<kind><suffix>`."""
-  suffix = ".tif" if path.lower().endswith(image_io.TIFF_SUFFIXES) else ".png"
-  return [os.path.join(output, f"{_stem(path)}_{kind}{suffix}")
-          for kind in kinds]
-
-
-def check_outputs(paths: list[str], output: str, kinds: list[str],
-                  overwrite: bool) -> None:
-  """Refuses, before anything is written, an --output that is a file, an
-  output that would replace an input, and (unless `overwrite`) one that
-  would replace an existing file."""
-  if os.path.exists(output) and not os.path.isdir(output):
-    raise DataError(f"--output={output}: is a file; expected a directory "
-                    "for the masks")
-  inputs = {os.path.realpath(p): p for p in paths}
-  targets = [t for p in paths for t in output_paths(p, output, kinds)]
-  for target in targets:
-    if os.path.realpath(target) in inputs:
-      raise DataError(f"--output={output}: {os.path.basename(target)} would "
-                      f"overwrite the input {inputs[os.path.realpath(target)]}"
-                      "; choose another --output")
-  existing = [t for t in targets if os.path.lexists(t)]
-  if existing and not overwrite:
-    raise DataError(f"--output={output} already holds "
-                    f"{os.path.basename(existing[0])}"
-                    f"{f' and {len(existing) - 1} more outputs' if len(existing) > 1 else ''}"
-                    "; pass --overwrite to replace them, or choose another "
-                    "--output")
-  for target in existing:
-    if not os.path.isfile(target):
-      raise DataError(f"--output={output}: {target} is not a file; it cannot "
-                      "be replaced by a mask")
-
-
-def check_counts(tile_size: int, batch_size: int) -> None:
-  for flag, value, what in (("tile_size", tile_size, "pixels"),
-                            ("batch_size", batch_size, "tiles")):
-    if not isinstance(value, int) or value < 1:
-      raise ConfigError(f"--{flag}={value}: expected a positive number of "
-                        f"{what}")
-
-
-def read_input(path: str) -> np.ndarray:
-  """[pages, H, W, C] in [0, 1]: one image, or every page of a TIFF stack."""
-  if path.lower().endswith(image_io.TIFF_SUFFIXES):
-    return image_io.read_stack(path)
-  return image_io.read_image(path)[None]
-
-
-def input_shape(path: str) -> tuple[int, int]:
-  """(pages, channels) of an input, checked: a TIFF from its header (its
-  pages are read one at a time later), any other image read whole."""
-  if path.lower().endswith(image_io.TIFF_SUFFIXES):
-    pages, _, _, channels = image_io.stack_shape(path)
-    return pages, channels
-  return 1, image_io.read_image(path).shape[-1]
-
-
-def read_pages(path: str, channels: int | None = None
-               ) -> Iterator[np.ndarray]:
-  """An input's pages [H, W, C], read as they are asked for; `channels`
-  converts them as the training loaders do (`image_io.read_image`)."""
-  if path.lower().endswith(image_io.TIFF_SUFFIXES):
-    pages = image_io.iter_stack(path)
-    if channels is None:
-      return pages
-    return (image_io.convert_channels(page, channels, path)
-            for page in pages)
-  return iter([image_io.read_image(path, channels=channels)])
 
 
 def predict_files(workdir: str, pattern: str, output: str, *,
@@ -333,79 +242,39 @@ def segment_files(segment: Segmenter, shapes: dict[str, tuple[int, int]],
   object ids) gives the 'instances' output; `channels` {path: count}
   converts those inputs' pages (`channels.conversions`). Returns the paths
   written."""
-  sources = collections.deque()  # (path, page) of the images in flight
+  pages = collections.deque()  # (path, stored pixels, divisor) in flight
 
   def images():
     for path in shapes:
-      for page in read_pages(path, (channels or {}).get(path)):
-        sources.append((path, page))
-        yield page
+      for pixels, divisor in inputs.read_stored_pages(
+          path, (channels or {}).get(path)):
+        pages.append((path, pixels, divisor))
+        yield segment.source(pixels, divisor)
 
-  written, outputs = [], {}
+  written, files = [], {}
   progress = console.PredictProgress(segment, sum(
-      pages for pages, _ in shapes.values()))
+      count for count, _ in shapes.values()))
   try:
-    for prediction in segment.stream(images()):
-      path, page = sources.popleft()
+    for band in segment.bands(images()):
+      if band.top == 0:
+        path, pixels, divisor = pages.popleft()
+        result = outputs_lib.PageResult(
+            band.height, band.values.shape[1], segment.task,
+            probability="prob" in kinds,
+            keep_prediction=to_instances is not None)
+      result.add(band.top, band.values)
+      if not band.last:
+        continue
       progress.image_done(path)
-      if path not in outputs:
-        outputs[path] = _Outputs(path, output, shapes[path][0], kinds)
-      objects = None if to_instances is None else to_instances(prediction)
-      pixels = mask_and_probability(prediction, segment.task)
-      if outputs[path].add(page, pixels, objects):
-        written += outputs.pop(path).paths
+      if path not in files:
+        files[path] = outputs_lib.Outputs(path, output, shapes[path][0],
+                                          kinds)
+      objects = (None if to_instances is None
+                 else to_instances(result.prediction))
+      if files[path].add(result, (pixels, divisor), objects):
+        written += files.pop(path).paths
   finally:
     progress.close()
-    for unfinished in outputs.values():
+    for unfinished in files.values():
       unfinished.abort()
   return written
-
-
-class _Outputs:
-  """The output files of one input (mask; probability map, overlay, object
-  ids on request), written as its pages come: a one-page input as one
-  image, a stack page by page. With objects the overlay shows each object
-  in its own colour, outlined; `instances` holds their ids (16-bit PNG, or
-  TIFF)."""
-
-  def __init__(self, path: str, output: str, pages: int, kinds: list[str]):
-    self.kinds = list(kinds)
-    self.paths = output_paths(path, output, self.kinds)
-    self.missing = pages
-    self.writers = ([image_io.StackWriter(target, kind) for target, kind
-                     in zip(self.paths, self.kinds)] if pages > 1 else None)
-
-  def add(self, page: np.ndarray, result, objects=None) -> bool:
-    """Writes one page's pictures; True once the input is complete."""
-    mask, prob = result
-    pictures = {"mask": mask, "prob": prob, "instances": objects}
-    if "overlay" in self.kinds and objects is not None:
-      from unetjax.instances import plots as instance_plots  # pylint: disable=g-import-not-at-top
-      pictures["overlay"] = instance_plots.overlay(page, objects)
-    elif "overlay" in self.kinds:
-      from skimage.color import label2rgb  # pylint: disable=g-import-not-at-top
-      pictures["overlay"] = label2rgb(
-          mask, page[..., 0] if page.shape[-1] == 1 else page, bg_label=0,
-          alpha=0.35, image_alpha=1.0)
-    for index, (target, kind) in enumerate(zip(self.paths, self.kinds)):
-      if self.writers:
-        self.writers[index].add(pictures[kind])
-      elif kind == "mask":
-        image_io.write_mask(target, mask)
-      elif kind == "instances":
-        image_io.write_instances(target, objects)
-      else:
-        image_io.write_image(target, pictures[kind])
-    self.missing -= 1
-    if self.missing == 0 and self.writers:
-      for writer in self.writers:
-        writer.close()
-    return self.missing == 0
-
-  def abort(self) -> None:
-    for writer in self.writers or ():
-      writer.abort()
-
-
-def _stem(path: str) -> str:
-  return os.path.splitext(os.path.basename(path))[0]

@@ -11,6 +11,12 @@ model, do not show.
 Tile origins are multiples of the model's down-sampling factor (`align`),
 so every tile sees the pooling grid a single pass over the whole mirrored
 image would see: a VALID model's stitched output equals that single pass.
+
+Nothing of the size of the image is made here: tiles are cut from the
+image as given (a `Source` makes each one model input), and the output
+comes as bands of finished rows (`infer_bands`), so predict's memory for
+a huge image is the stored image, one strip of tile outputs and what the
+caller keeps of the bands.
 """
 import collections
 import dataclasses
@@ -85,6 +91,39 @@ def axis_weight(plan: AxisPlan, blend: bool) -> np.ndarray:
   return total
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """An image to tile, made model input tile by tile.
+
+  `pixels` [H, W, C] as stored (uint8 takes a quarter of float32); each
+  cut tile goes through `prepare` (conversion to [0, 1], normalisation),
+  which must be pointwise given whole-image statistics, so a tile's input
+  equals that part of the whole image's input. A plain array is a Source
+  without `prepare`.
+  """
+  pixels: np.ndarray
+  prepare: Callable[[np.ndarray], np.ndarray] | None = None
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return self.pixels.shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Band:
+  """Finished rows of one image's stitched output: rows `top` to `top +
+  len(values)` of image number `index` (in stream order), `height` rows in
+  all."""
+  index: int
+  top: int
+  height: int
+  values: np.ndarray
+
+  @property
+  def last(self) -> bool:
+    return self.top + len(self.values) == self.height
+
+
 def infer(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
           rows: AxisPlan, cols: AxisPlan, *, batch_size: int,
           blend: bool) -> np.ndarray:
@@ -98,12 +137,35 @@ def infer(image: np.ndarray, predict: Callable[[np.ndarray], np.ndarray],
                            batch_size=batch_size, blend=blend))
 
 
-def infer_stream(images: Iterable[np.ndarray],
+def infer_stream(images: Iterable[np.ndarray | Source],
                  predict: Callable[[np.ndarray], Any],
-                 plan: Callable[[np.ndarray], tuple[AxisPlan, AxisPlan]], *,
+                 plan: Callable[[Any], tuple[AxisPlan, AxisPlan]], *,
                  batch_size: int, blend: bool,
                  in_flight: int = 2) -> Iterator[np.ndarray]:
-  """`infer` over many images [H, W, C], one stitched result each, in order.
+  """`infer` over many images [H, W, C], one stitched result each, in order
+  (`infer_bands`, each image's bands put together)."""
+  return assemble(infer_bands(images, predict, plan, batch_size=batch_size,
+                              blend=blend, in_flight=in_flight))
+
+
+def assemble(bands: Iterable[Band]) -> Iterator[np.ndarray]:
+  """Each image [H, W, ...] of a stream of its bands, in order."""
+  whole = None
+  for band in bands:
+    if band.top == 0:
+      whole = np.empty((band.height,) + band.values.shape[1:],
+                       band.values.dtype)
+    whole[band.top:band.top + len(band.values)] = band.values
+    if band.last:
+      yield whole
+
+
+def infer_bands(images: Iterable[np.ndarray | Source],
+                predict: Callable[[np.ndarray], Any],
+                plan: Callable[[Any], tuple[AxisPlan, AxisPlan]], *,
+                batch_size: int, blend: bool,
+                in_flight: int = 2) -> Iterator[Band]:
+  """The stitched outputs of many images, as bands of finished rows.
 
   Tiles of consecutive images of the same tile shape share batches, so a
   stack of small pages wastes no batch slots on padding but the very last;
@@ -111,11 +173,17 @@ def infer_stream(images: Iterable[np.ndarray],
   streams page by page). Up to `in_flight` batches are handed to `predict`
   before the oldest one's result is read: with JAX's asynchronous dispatch
   the device computes while the host cuts the next tiles, stitches and
-  the caller writes the results. Stitching sums in float32 (float64
-  for float64 outputs).
+  the caller writes the results.
+
+  Memory is bounded by the tiles, not the image: tiles are cut from the
+  image as it is (the mirrored border by index, `cut`, never a padded
+  copy), and the weighted sums live in one tile row's strip (`_Canvas`),
+  handed out as a `Band` once no later tile reaches it. Sums are float32
+  (float64 for float64 outputs), added in tile order: a band equals the
+  same rows of the whole image's weighted mean, bit for bit.
   """
   pending = collections.deque()  # (tiles' canvases and origins, output)
-  canvases = collections.deque()  # images not yet complete, oldest first
+  canvases = collections.deque()  # images not yet handed out, oldest first
   batch, shape = [], None
 
   def flush():
@@ -130,19 +198,23 @@ def infer_stream(images: Iterable[np.ndarray],
       outputs = np.asarray(outputs)
       for (canvas, origin), output in zip(targets, outputs):
         canvas.add(origin, output)
-    while canvases and canvases[0].done:
-      yield canvases.popleft().result()
+    while canvases:
+      while canvases[0].bands:
+        yield canvases[0].bands.popleft()
+      if not canvases[0].done:
+        break
+      canvases.popleft()
 
-  for image in images:
-    rows, cols = plan(image)
-    canvas = _Canvas(rows, cols, blend)
+  for index, image in enumerate(images):
+    source = image if isinstance(image, Source) else Source(image)
+    rows, cols = plan(source)
+    canvas = _Canvas(index, rows, cols, blend)
     canvases.append(canvas)
-    padded = np.pad(image, ((rows.margin, rows.pad_after),
-                            (cols.margin, cols.pad_after), (0, 0)),
-                    mode="reflect")
     for y in rows.starts:
       for x in cols.starts:
-        tile = padded[y:y + rows.tile_in, x:x + cols.tile_in]
+        tile = cut(source.pixels, rows, cols, (y, x))
+        if source.prepare is not None:
+          tile = source.prepare(tile)
         if shape is not None and tile.shape != shape and batch:
           flush()
         shape = tile.shape
@@ -150,47 +222,92 @@ def infer_stream(images: Iterable[np.ndarray],
         if len(batch) == batch_size:
           flush()
           yield from drain(in_flight - 1)
-    del padded
   if batch:
     flush()
   yield from drain(0)
 
 
-class _Canvas:
-  """One image's weighted sum of tile outputs, then their weighted mean."""
+def mirror_indices(start: int, size: int, length: int) -> np.ndarray:
+  """Indices into an axis of `length` of positions `start` to `start +
+  size` of its mirrored extension: what `np.pad(mode='reflect')` puts
+  there (the border not repeated; a length-1 axis repeated), tested."""
+  if length == 1:
+    return np.zeros(size, np.intp)
+  period = 2 * (length - 1)
+  positions = np.mod(np.arange(start, start + size), period)
+  return np.where(positions < length, positions, period - positions)
 
-  def __init__(self, rows: AxisPlan, cols: AxisPlan, blend: bool):
-    self.rows, self.cols = rows, cols
+
+def cut(pixels: np.ndarray, rows: AxisPlan, cols: AxisPlan,
+        origin: tuple[int, int]) -> np.ndarray:
+  """The input tile at `origin` of the image mirror-padded by the plans'
+  margins, cut from the unpadded image: a view inside it, a copy of
+  mirrored indices at its border."""
+  (y, x), spans = origin, []
+  for start, plan in ((y - rows.margin, rows), (x - cols.margin, cols)):
+    if start >= 0 and start + plan.tile_in <= plan.length:
+      spans.append(slice(start, start + plan.tile_in))
+    else:
+      spans.append(mirror_indices(start, plan.tile_in, plan.length))
+  if isinstance(spans[0], slice) or isinstance(spans[1], slice):
+    return pixels[spans[0]][:, spans[1]]
+  return pixels[np.ix_(*spans)]
+
+
+class _Canvas:
+  """One image's weighted sums of tile outputs, one tile row's strip at a
+  time, handed out as bands of weighted means (`bands`)."""
+
+  def __init__(self, index: int, rows: AxisPlan, cols: AxisPlan,
+               blend: bool):
+    self.index, self.rows, self.cols = index, rows, cols
     self.weight = (np.outer(window(rows.tile_out), window(cols.tile_out))
                    if blend else None)
-    self.total = None
-    self.missing = len(rows.starts) * len(cols.starts)
+    self.row_weight = axis_weight(rows, blend)
+    self.col_weight = axis_weight(cols, blend)[:cols.length]
+    self.strip = None  # image rows starts[row] .. + tile_out, summed
+    self.row, self.added = 0, 0
+    self.bands = collections.deque()
 
   @property
   def done(self) -> bool:
-    return self.missing == 0
+    return self.row == len(self.rows.starts)
 
   def add(self, origin: tuple[int, int], output: np.ndarray) -> None:
-    y, x = origin
-    if self.total is None:
-      self.total = np.zeros((self.rows.covered, self.cols.covered)
+    """Adds the next tile's output (tiles come in row-major order)."""
+    _, x = origin
+    if self.strip is None:
+      self.strip = np.zeros((self.rows.tile_out, self.cols.covered)
                             + output.shape[2:],
                             np.result_type(output.dtype, np.float32))
       if self.weight is not None:
-        self.weight = self.weight.astype(self.total.dtype)
+        self.weight = self.weight.astype(self.strip.dtype)
     if self.weight is not None:
       output = output * self.weight.reshape(
           self.weight.shape + (1,) * (output.ndim - 2))
-    self.total[y:y + self.rows.tile_out, x:x + self.cols.tile_out] += output
-    self.missing -= 1
+    self.strip[:, x:x + self.cols.tile_out] += output
+    self.added += 1
+    if self.added == len(self.cols.starts):
+      self._finish_row()
 
-  def result(self) -> np.ndarray:
-    blend = self.weight is not None
-    weight = np.outer(axis_weight(self.rows, blend)[:self.rows.length],
-                      axis_weight(self.cols, blend)[:self.cols.length])
-    total = self.total[:self.rows.length, :self.cols.length]
-    total /= weight.astype(total.dtype).reshape(weight.shape + (1,) * (total.ndim - 2))
-    return total
+  def _finish_row(self) -> None:
+    """Hands out the rows no later tile reaches; moves the strip down."""
+    starts, top = self.rows.starts, self.rows.starts[self.row]
+    self.row, self.added = self.row + 1, 0
+    bottom = min(starts[self.row] if self.row < len(starts)
+                 else self.rows.covered, self.rows.length)
+    if bottom > top:
+      weight = np.outer(self.row_weight[top:bottom], self.col_weight)
+      strip = self.strip[:bottom - top, :self.cols.length]
+      self.bands.append(Band(self.index, top, self.rows.length, strip / (
+          weight.astype(strip.dtype).reshape(
+              weight.shape + (1,) * (strip.ndim - 2)))))
+    if self.row < len(starts):
+      step = starts[self.row] - top
+      self.strip[:len(self.strip) - step] = self.strip[step:]
+      self.strip[len(self.strip) - step:] = 0
+    else:
+      self.strip = None
 
 
 def dihedral_average(
