@@ -1074,30 +1074,30 @@ def _rgb(red, green, blue):
 
 
 def test_predict_converts_channels_as_the_training_loaders_do(tmp_path):
-  from unetjax.inference import channels, segment  # pylint: disable=g-import-not-at-top
+  from unetjax.inference import channels, inputs  # pylint: disable=g-import-not-at-top
   gray = write(str(tmp_path / "gray.png"), png_bytes(GRAY))
   rgba = write(str(tmp_path / "rgba.png"), png_bytes(np.dstack(
       [GRAY, GRAY, GRAY, np.full_like(GRAY, 255)])))
   colour = write(str(tmp_path / "colour.png"), png_bytes(_rgb(
       GRAY, GRAY // 2, GRAY[::-1])))
-  shapes = {p: segment.input_shape(p) for p in (gray, rgba, colour)}
+  shapes = {p: inputs.input_shape(p) for p in (gray, rgba, colour)}
   # A colour model: gray repeated.
   assert channels.conversions({gray: shapes[gray]}, 3, False,
                               "wd") == {gray: 3}
-  (page,) = segment.read_pages(gray, 3)
+  (page,) = inputs.read_pages(gray, 3)
   assert page.shape == (16, 16, 3)
   np.testing.assert_array_equal(page[..., 2], GRAY / np.float32(255))
   # A gray model: R = G = B (alpha dropped) gives its R channel.
   assert channels.conversions({rgba: shapes[rgba]}, 1, False,
                               "wd") == {rgba: 1}
-  (page,) = segment.read_pages(rgba, 1)
+  (page,) = inputs.read_pages(rgba, 1)
   np.testing.assert_array_equal(page[..., 0], GRAY / np.float32(255))
   # Colour for a gray model: luminance only where training did that.
   with pytest.raises(DataError, match="colour.png: a colour image"):
     channels.conversions({colour: shapes[colour]}, 1, False, "wd")
   assert channels.conversions({colour: shapes[colour]}, 1, True,
                               "wd") == {colour: 1}
-  (page,) = segment.read_pages(colour, 1)
+  (page,) = inputs.read_pages(colour, 1)
   want = np.round(0.299 * GRAY + 0.587 * (GRAY // 2) + 0.114 * GRAY[::-1])
   np.testing.assert_array_equal(page[..., 0] * 255, want)
   # Matching inputs are left alone.

@@ -9,7 +9,7 @@ from unetjax.benchmarks import common
 from unetjax.benchmarks import monai_worker as mw
 from unetjax.benchmarks import predict as pb
 from unetjax.data import DataInfo
-from unetjax.inference import segment
+from unetjax.inference import inputs, segment
 from unetjax.models.unet import UNet
 from unetjax.tasks.segmentation import BinarySegmentation
 
@@ -45,7 +45,7 @@ def test_summary_takes_medians_and_ratios():
 def test_inputs_have_the_cases_shapes(tmp_path):
   stack = pb.write_inputs(str(tmp_path), "stack", pages=3, size=40)
   image = pb.write_inputs(str(tmp_path), "image", size=48)
-  assert segment.input_shape(stack) == (3, 1)
+  assert inputs.input_shape(stack) == (3, 1)
   assert pb.megapixels(stack) == 3 * 40 * 40 / 1e6
   assert pb.megapixels(image) == 48 * 48 / 1e6
 

@@ -18,7 +18,7 @@ from unetjax import tasks
 from unetjax.data import DataInfo
 from unetjax.formats import normalization as norm
 from unetjax.formats.exporter import META_FILE, ONNX_FILE
-from unetjax.inference import segment
+from unetjax.inference import inputs, segment
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.errors import ConfigError, DataError
 
@@ -123,13 +123,13 @@ def predict_files(model: str, pattern: str, output: str, *,
                   overwrite: bool = False,
                   instances: bool = False) -> list[str]:
   """`segment.predict_files` for an export: checks first, then writes."""
-  segment.check_counts(tile_size, batch_size)
+  inputs.check_counts(tile_size, batch_size)
   meta, weights = read_export(model)
-  paths = segment.input_paths(pattern, output)
+  paths = inputs.input_paths(pattern, output)
   kinds = (["mask"] + ["prob"] * probabilities + ["overlay"] * overlay
            + ["instances"] * instances)
-  segment.check_outputs(paths, output, kinds, overwrite)
-  shapes = {path: segment.input_shape(path) for path in paths}
+  inputs.check_outputs(paths, output, kinds, overwrite)
+  shapes = {path: inputs.input_shape(path) for path in paths}
   in_channels = meta["data_info"]["in_channels"]
   for path, (_, count) in shapes.items():
     if count != in_channels:

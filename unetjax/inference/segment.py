@@ -26,13 +26,9 @@ from flax import nnx
 
 from unetjax.data import normalize
 from unetjax.inference import channels, inputs, tiling, trained
-# Re-exported: the command, the export, the benchmarks and tests call
-# these as `segment.X`.
-from unetjax.inference.inputs import (  # pylint: disable=unused-import
-    OUTPUT_KINDS, check_counts, check_outputs, earlier_outputs, input_paths,
-    input_shape, output_paths, read_input, read_pages)
 from unetjax.inference import outputs as outputs_lib
-from unetjax.inference.outputs import mask_and_probability  # pylint: disable=unused-import
+from unetjax.inference.inputs import (check_counts, check_outputs,
+                                      input_paths, input_shape)
 from unetjax.models.unet import valid_input_sizes
 from unetjax.runtime import console
 from unetjax.runtime.errors import ConfigError
