@@ -6,9 +6,10 @@ dataset's facts, how images became model input, and where the weights
 came from) and `weights.npz` (the model's variables, parameters and
 BatchNorm statistics, keyed by their path in the module, stored as
 float16 to keep the package small; restored as float32), beside its
-`MODEL_CARD.md` (data, split, command, held-out scores, licence), and the
-run's `metrics.json` and `plots/samples.png`, which an export of it
-(`unetjax-export --model nuclei`) describes.
+`MODEL_CARD.md` (data, split, command, held-out scores, licence), and
+`metrics.json` (the test split's scores of the checkpoint shipped) and the
+run's `plots/samples.png`, which an export of it (`unetjax-export --model
+nuclei`) describes.
 
 Only the model is shipped, not the optimizer's moments (three times the
 size, and of no use for applying the model), so a shipped model is loaded
@@ -145,15 +146,43 @@ def save(workdir: str, where: str, *, checkpoint: str = "best",
                         "instances": run.info.instances},
           "input": dict(run.input)}
   meta_path = os.path.join(where, MODEL_FILE)
-  with open(meta_path, "w", encoding="utf-8") as f:
-    json.dump(meta, f, indent=1, default=list)
-    f.write("\n")
+  _write_json(meta_path, meta)
   written = [meta_path, weights]
-  # What an export of the shipped model describes: the run's held-out
-  # scores and its samples as the cover (`unetjax-export --model`).
-  for extra in (METRICS_FILE, COVER_FILE):
-    if os.path.exists(os.path.join(workdir, extra)):
-      os.makedirs(os.path.dirname(os.path.join(where, extra)), exist_ok=True)
-      shutil.copyfile(os.path.join(workdir, extra), os.path.join(where, extra))
-      written.append(os.path.join(where, extra))
+  # What an export of the shipped model describes: the held-out scores of
+  # the checkpoint shipped, and the run's samples as the cover.
+  scores = _test_scores(workdir, run.step)
+  if scores:
+    _write_json(os.path.join(where, METRICS_FILE),
+                {"step": int(run.step), "test": scores})
+    written.append(os.path.join(where, METRICS_FILE))
+  if os.path.exists(os.path.join(workdir, COVER_FILE)):
+    os.makedirs(os.path.join(where, os.path.dirname(COVER_FILE)),
+                exist_ok=True)
+    shutil.copyfile(os.path.join(workdir, COVER_FILE),
+                    os.path.join(where, COVER_FILE))
+    written.append(os.path.join(where, COVER_FILE))
   return written
+
+
+def _test_scores(workdir: str, step: int) -> dict:
+  """The test split's scores of checkpoint `step`: the run's metrics.json
+  when it ended there, else `unetjax-evaluate --split test`'s file for
+  that checkpoint; {} when neither has them (a model shipped without
+  held-out scores says so in its export)."""
+  for path, key, at in (
+      (os.path.join(workdir, METRICS_FILE), "test", "step"),
+      (os.path.join(workdir, "eval", f"eval_test_{step}.json"), "metrics",
+       "checkpoint_step")):
+    if os.path.exists(path):
+      with open(path, encoding="utf-8") as f:
+        found = json.load(f)
+      if found.get(at) == step and found.get(key):
+        return {k: v for k, v in found[key].items()
+                if isinstance(v, (int, float))}
+  return {}
+
+
+def _write_json(path: str, value) -> None:
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=1, default=list)
+    f.write("\n")
