@@ -228,3 +228,33 @@ def test_page_by_page_reading_equals_reading_the_whole_stack(
   assert image_io.stack_shape(path) == whole.shape
   np.testing.assert_array_equal(np.stack(list(image_io.iter_stack(path))),
                                 whole)
+
+
+def test_objects_that_do_not_fit_a_png_leave_none_of_the_inputs_outputs(
+    tmp_path):
+  """More than 65,535 objects for a PNG input: refused before the mask,
+  the overlay or the ids of that input are written (the image before it
+  keeps its files)."""
+  rng = np.random.default_rng(3)
+  paths = {}
+  for name in ("a", "b"):
+    path = str(tmp_path / f"{name}.png")
+    Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(path)
+    paths[path] = (1, 1)
+  segment = segment_lib.Segmenter(_model("SAME"), TASK, 1, tile_size=32,
+                                  batch_size=2)
+
+  def too_many(prediction):
+    ids = np.zeros(prediction.shape[:2], np.int64)
+    ids[0, 0] = 1 if too_many.calls == 0 else 70_000
+    too_many.calls += 1
+    return ids
+  too_many.calls = 0
+  out = tmp_path / "out"
+  with pytest.raises(DataError, match=r"b_instances.png: 70000 objects do "
+                     "not fit a 16-bit PNG; give the input as a TIFF"):
+    segment_lib.segment_files(segment, paths, str(out),
+                              ["mask", "overlay", "instances"],
+                              to_instances=too_many)
+  assert sorted(os.listdir(out)) == ["a_instances.png", "a_mask.png",
+                                     "a_overlay.png"]

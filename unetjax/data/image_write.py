@@ -61,10 +61,19 @@ def write_instances(path: str, ids: np.ndarray) -> None:
   if path.lower().endswith(TIFF_SUFFIXES) and ids.max(initial=0) > 65535:
     _write(path, ids.astype(np.uint32))
     return
-  if ids.max(initial=0) > 65535:
-    raise DataError(f"{path}: {int(ids.max())} objects do not fit a 16-bit "
-                    "PNG; write a TIFF")
+  check_instances(path, ids)
   _write(path, ids.astype(np.uint16))
+
+
+def check_instances(path: str, ids: np.ndarray) -> None:
+  """DataError unless the ids fit the file `path` (a PNG holds 65,535
+  objects; a TIFF any number): checked before any output of an input is
+  written, so a refused input leaves no half of its outputs behind."""
+  if (not path.lower().endswith(TIFF_SUFFIXES)
+      and ids.max(initial=0) > 65535):
+    raise DataError(f"{path}: {int(ids.max())} objects do not fit a 16-bit "
+                    "PNG; give the input as a TIFF (predict writes TIFF "
+                    "for TIFF input) or raise task.min_size")
 
 
 def write_image(path: str, image: np.ndarray) -> None:

@@ -75,6 +75,9 @@ class Outputs:
     """Writes one page's pictures (`page`, its stored values and their
     divisor, is needed for the overlay only); True once the input is
     complete."""
+    if objects is not None and not self.writers:
+      image_write.check_instances(
+          self.paths[self.kinds.index("instances")], objects)
     pictures = {"mask": result.mask, "prob": result.prob,
                 "instances": objects}
     if "overlay" in self.kinds:
