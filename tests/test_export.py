@@ -249,16 +249,23 @@ def test_bioimageio_package_passes_test_model_and_predicts(trained_workdir,
   assert np.abs(from_zip["t_prob.png"] - np.round(expected * 255)).max() <= 1
 
 
-@pytest.mark.parametrize("flags", [[], ["--workdir", "w", "--model", "m"]])
-def test_predict_takes_one_of_workdir_and_model(flags, tmp_path):
+_ONE_OF = ("error: give one of --workdir (a training run) and --model (an "
+           "unetjax-export folder or bioimage.io zip, or a shipped model: "
+           "nuclei)")
+
+
+@pytest.mark.parametrize("flags,message", [
+    ([], _ONE_OF), (["--workdir", "w", "--model", "m"], _ONE_OF),
+    (["--model", "nuclei", "--checkpoint", "5"],
+     "error: --checkpoint picks a checkpoint of --workdir; --model holds "
+     "one model: drop --checkpoint")])
+def test_predict_takes_one_of_workdir_and_model(flags, message, tmp_path):
   done = subprocess.run(
       [sys.executable, "-m", "unetjax.predict", *flags, "--input", "x.png",
        "--output", str(tmp_path / "out")], capture_output=True, text=True,
       cwd=REPO, timeout=300, check=False)
   assert done.returncode == 1
-  assert done.stderr.strip().splitlines()[-1] == (
-      "error: give one of --workdir (a training run) and --model (an "
-      "unetjax-export folder or bioimage.io zip)")
+  assert done.stderr.strip().splitlines()[-1] == message
   assert not (tmp_path / "out").exists()
 
 
@@ -269,7 +276,8 @@ def test_predict_model_that_is_not_an_export_is_one_line(tmp_path):
   with pytest.raises(DataError, match="no unetjax.json there"):
     exported.read_export(str(tmp_path / "folder"))
   (tmp_path / "notes.txt").write_text("x")
-  with pytest.raises(DataError, match="neither an export folder nor a zip"):
+  with pytest.raises(DataError, match="neither an export folder nor a zip, "
+                     r"nor a shipped model \(shipped: nuclei\)"):
     exported.read_export(str(tmp_path / "notes.txt"))
 
 

@@ -39,7 +39,11 @@ def main(argv):
   with cli.user_errors():
     if (FLAGS.workdir is None) == (FLAGS.model is None):
       cli.fail("give one of --workdir (a training run) and --model (an "
-               "unetjax-export folder or bioimage.io zip)")
+               "unetjax-export folder or bioimage.io zip, or a shipped "
+               f"model: {', '.join(pretrained.NAMES)})")
+    if FLAGS.model is not None and FLAGS["checkpoint"].present:
+      cli.fail("--checkpoint picks a checkpoint of --workdir; --model "
+               "holds one model: drop --checkpoint")
     if FLAGS.model is not None and pretrained.shipped(FLAGS.model):
       parallel.initialize_distributed()  # XLA flags, compilation cache
       written = segment.predict_files(

@@ -18,7 +18,7 @@ from unetjax import tasks
 from unetjax.data import DataInfo
 from unetjax.formats import normalization as norm
 from unetjax.formats.exporter import META_FILE, ONNX_FILE
-from unetjax.inference import inputs, segment
+from unetjax.inference import inputs, pretrained, segment
 from unetjax.runtime import config as config_lib
 from unetjax.runtime.errors import ConfigError, DataError
 
@@ -49,7 +49,9 @@ def read_export(path: str) -> tuple[dict, bytes]:
       meta_text = archive.read(META_FILE).decode("utf-8")
       weights = archive.read(ONNX_FILE)
   else:
-    raise DataError(f"--model={path}: neither an export folder nor a zip")
+    raise DataError(f"--model={path}: neither an export folder nor a zip, "
+                    "nor a shipped model (shipped: "
+                    f"{', '.join(pretrained.NAMES)})")
   try:
     meta = json.loads(meta_text)
   except json.JSONDecodeError as e:
