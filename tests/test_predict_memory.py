@@ -306,7 +306,7 @@ def test_predict_files_equal_the_whole_image_computation(
   pages = iter(pages)
 
   def expected(kind, prediction, page):
-    mask, prob = segment_lib.mask_and_probability(prediction, task)
+    mask, prob = outputs_lib.mask_and_probability(prediction, task)
     if kind == "mask":
       return mask
     if kind == "prob":
