@@ -116,3 +116,17 @@ def gradient_temporary_bytes(loss, *args) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   compiled = jax.jit(jax.grad(loss)).lower(*args).compile()
   return compiled.memory_analysis().temp_size_in_bytes
+
+
+def checkpoint_leaves(workdir):
+  """(step, every array of the latest checkpoint's state as numpy, random
+  keys as their data): what bit-identical resume compares."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from unetjax.inference import trained  # pylint: disable=g-import-not-at-top
+  run = trained.load(workdir, "latest")
+  return run.step, [np.asarray(jax.random.key_data(x)
+                               if jax.dtypes.issubdtype(x.dtype,
+                                                        jax.dtypes.prng_key)
+                               else x) for x in jax.tree.leaves(run.state)]

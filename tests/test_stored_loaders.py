@@ -7,11 +7,10 @@ import json
 import os
 import signal
 
-import jax
 import numpy as np
 import pytest
 import tifffile
-from conftest import tiny_cells_config
+from conftest import checkpoint_leaves, tiny_cells_config
 from PIL import Image
 
 from unetjax import data as datasets
@@ -126,15 +125,6 @@ def test_a_folders_set_of_varied_sizes_streams_the_in_memory_batches(
   assert _snapshot(root) == before  # the data folder is never written
 
 
-def _leaves(workdir):
-  from unetjax.inference import trained  # pylint: disable=g-import-not-at-top
-  run = trained.load(workdir, "latest")
-  return run.step, [np.asarray(jax.random.key_data(x)
-                               if jax.dtypes.issubdtype(x.dtype,
-                                                        jax.dtypes.prng_key)
-                               else x) for x in jax.tree.leaves(run.state)]
-
-
 def _evaluations(workdir):
   """{step: {val/...: value}} of history.jsonl."""
   found = {}
@@ -171,8 +161,8 @@ def test_a_stopped_stored_folders_run_ends_as_the_in_memory_run(
     train.train_and_evaluate(_config(root, True), workdir)
   monkeypatch.undo()
   train.train_and_evaluate(_config(root, True), workdir)
-  step, got = _leaves(workdir)
-  ref_step, expected = _leaves(reference)
+  step, got = checkpoint_leaves(workdir)
+  ref_step, expected = checkpoint_leaves(reference)
   assert step == ref_step == 6
   for a, b in zip(got, expected, strict=True):
     np.testing.assert_array_equal(a, b)

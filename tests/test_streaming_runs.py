@@ -6,9 +6,9 @@ import os
 import shutil
 import signal
 
-import jax
 import numpy as np
 import pytest
+from conftest import checkpoint_leaves
 from PIL import Image
 
 from unetjax import data as datasets
@@ -58,15 +58,6 @@ def _config(data_dir, **overrides):
   return config
 
 
-def _leaves(workdir):
-  from unetjax.inference import trained  # pylint: disable=g-import-not-at-top
-  run = trained.load(workdir, "latest")
-  return run.step, [np.asarray(jax.random.key_data(x)
-                               if jax.dtypes.issubdtype(x.dtype,
-                                                        jax.dtypes.prng_key)
-                               else x) for x in jax.tree.leaves(run.state)]
-
-
 @pytest.fixture(scope="module")
 def dsb_run(tmp_path_factory):
   """(data dir, cache dir, workdir of an uninterrupted 8-step run)."""
@@ -110,8 +101,8 @@ def test_a_stopped_streaming_run_resumes_bit_identical(dsb_run, tmp_path,
     train.train_and_evaluate(_config(data_dir), workdir)
   monkeypatch.undo()
   train.train_and_evaluate(_config(data_dir), workdir)
-  step, got = _leaves(workdir)
-  ref_step, expected = _leaves(reference)
+  step, got = checkpoint_leaves(workdir)
+  ref_step, expected = checkpoint_leaves(reference)
   assert step == ref_step == 8
   for a, b in zip(got, expected, strict=True):
     np.testing.assert_array_equal(a, b)
