@@ -72,10 +72,10 @@ def test_monai_and_unetjax_blend_alike_where_their_tiles_coincide():
                          mw.torch_state_dict(model))
   # 448 = 256 + 192: tiles at 0 and 192 on both axes, in both.
   image = np.random.default_rng(1).random((448, 448, 1), np.float32)
-  segment = segment.Segmenter(model, TASK, 1, tile_size=256, batch_size=8)
-  assert segment.plan(448).starts == (0, 192)
+  segmenter = segment.Segmenter(model, TASK, 1, tile_size=256, batch_size=8)
+  assert segmenter.plan(448).starts == (0, 192)
   theirs = mw.monai_infer(torch, twin, image, tta=False, blend="hann")
-  np.testing.assert_allclose(segment.logits(image), theirs, atol=1e-4)
+  np.testing.assert_allclose(segmenter.logits(image), theirs, atol=1e-4)
 
 
 @pytest.mark.skipif(not os.path.isdir("configs"), reason="needs configs/")

@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Any, Iterator
 
+import jax
 import orbax.checkpoint as ocp
 
 from unetjax.runtime.errors import CheckpointError
@@ -94,14 +95,58 @@ def restore_training(mngr: ocp.CheckpointManager, step: int,
 
 
 def _restore(mngr: ocp.CheckpointManager, step: int, **items) -> Any:
+  path = os.path.join(str(mngr.directory), str(step))
+  for name, args in items.items():
+    if isinstance(args, ocp.args.StandardRestore):
+      _check_shapes(os.path.join(path, name), args.item, path)
   try:
     return mngr.restore(step, args=ocp.args.Composite(**items))
   except Exception as e:  # Orbax raises many types for a bad checkpoint.
-    path = os.path.join(str(mngr.directory), str(step))
     first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
     raise CheckpointError(
         f"checkpoint {path} cannot be restored into this model: "
         f"{first_line[:300]}") from e
+
+
+def _check_shapes(item_dir: str, abstract: Any, path: str) -> None:
+  """Refuses a checkpoint whose arrays do not fit `abstract`, before reading.
+
+  Orbax reads the arrays concurrently; when one read fails on a shape, the
+  reads still in flight fail later on a closed event loop, and asyncio logs
+  each with a traceback, after the one-line error and possibly in the middle
+  of later output. The item's metadata (a small JSON file) says every
+  array's shape, so the mismatch is found without starting a read. A
+  metadata file that cannot be read is left to the restore to report.
+  """
+  try:
+    stored = _shapes(ocp.StandardCheckpointer().metadata(item_dir)
+                     .item_metadata)
+  except Exception:  # pylint: disable=broad-except
+    return
+  wanted = _shapes(abstract)
+  for name in sorted(wanted.keys() | stored.keys()):
+    here, there = wanted.get(name), stored.get(name)
+    if here != there:
+      raise CheckpointError(
+          f"checkpoint {path} cannot be restored into this model: {name} "
+          f"has shape {_describe(there)} in the checkpoint and "
+          f"{_describe(here)} in this model")
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Array shapes by path, with Orbax's and JAX's key spellings made one."""
+  shapes = {}
+  for keys, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if getattr(leaf, "shape", None) is None:
+      continue
+    names = [str(next(getattr(k, a) for a in ("key", "idx", "name")
+                      if hasattr(k, a))) for k in keys]
+    shapes["/".join(n for n in names if n != "value")] = tuple(leaf.shape)
+  return shapes
+
+
+def _describe(shape: tuple[int, ...] | None) -> str:
+  return "(absent)" if shape is None else str(shape)
 
 
 def resolve_step(mngr: ocp.CheckpointManager, which: str) -> int:
