@@ -56,10 +56,10 @@ def evaluate_objects(experiment, steps, state, split: datasets.Split):
 
 
 def _counted(experiment, split):
-  """`eval_batches` under a progress bar (on a terminal only)."""
-  total = None
-  if split.sizes is None and jax.process_count() == 1:
-    total = -(-len(split.images) // experiment.config.eval_batch_size)
+  """`eval_batches` under a progress bar (on a terminal only). Every
+  process computes ceil(examples / eval_batch_size) batches, of any sizes
+  and storage (`input_pipeline._eval_plan`)."""
+  total = -(-len(split) // experiment.config.eval_batch_size)
   return console.bar(iterable=eval_batches(experiment, split), total=total,
                      desc="evaluate", unit="batch", leave=False)
 
