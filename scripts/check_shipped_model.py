@@ -13,17 +13,13 @@ import argparse
 import glob
 import json
 import os
-import sys
 
 import numpy as np
 import tifffile
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-from unetjax.inference import pretrained, segment  # pylint: disable=wrong-import-position
-from unetjax.instances import metrics  # pylint: disable=wrong-import-position
+from unetjax.inference import pretrained, segment
+from unetjax.instances import metrics
 
 
 def main() -> None:

@@ -25,9 +25,14 @@ def points(paths: list[str]) -> dict[str, list[tuple[float, dict]]]:
   """{tool: [(minutes, row)]} sorted by minutes, from the reports."""
   by_tool = {}
   for path in paths:
-    with open(path) as f:
-      report = json.load(f)
-    for row in report["rows"]:
+    try:
+      with open(path, encoding="utf-8") as f:
+        report = json.load(f)
+      rows = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      sys.exit(f"error: {path}: not a benchmark report of "
+               f"`unetjax-benchmark --instances --json` ({e})")
+    for row in rows:
       if "scores" not in row:
         print(f"{path}: {row['tool']} has no scores "
               f"({row.get('error', 'failed')}); left out", file=sys.stderr)
@@ -69,6 +74,8 @@ def main() -> None:
   parser.add_argument("reports", nargs="+", help="benchmark JSON files")
   parser.add_argument("--out", required=True, help="the PNG to write")
   args = parser.parse_args()
+  if not args.out.endswith(".png"):
+    sys.exit(f"error: --out={args.out}: expected a .png path")
   by_tool = points(args.reports)
   if not by_tool:
     sys.exit("error: no report has a scored row")

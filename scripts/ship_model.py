@@ -14,13 +14,9 @@ import argparse
 import csv
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
-
-from unetjax.data import dsb2018  # pylint: disable=wrong-import-position
-from unetjax.inference import pretrained, trained  # pylint: disable=wrong-import-position
+from unetjax.data import dsb2018
+from unetjax.inference import pretrained, trained
 
 
 def main() -> None:
